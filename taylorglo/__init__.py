@@ -1,0 +1,18 @@
+"""taylorglo: TaylorGLO loss functions for PyTorch.
+
+``TaylorLoss`` is a drop-in replacement for ``nn.CrossEntropyLoss`` whose loss is a low-order
+Taylor polynomial in the label and the predicted probability (Gonzalez & Miikkulainen, GECCO 2021),
+computed by fused C++/CUDA kernels. ``python -m taylorglo.search`` finds such losses with CMA-ES.
+"""
+
+from taylorglo.polynomial import TaylorPolynomial, infer_order, monomial_exponents, parameter_count
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TaylorPolynomial",
+    "__version__",
+    "infer_order",
+    "monomial_exponents",
+    "parameter_count",
+]
