@@ -20,15 +20,24 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from collections.abc import Sequence
-from functools import lru_cache
+from fractions import Fraction
+from functools import cache
 
 __all__ = [
     "VARIABLE_SETS",
     "TaylorPolynomial",
+    "canonical_basis",
+    "canonical_coordinates",
+    "canonical_dimension",
+    "check_invariant",
+    "from_canonical",
     "infer_order",
+    "invariant_margin",
     "monomial_exponents",
     "parameter_count",
+    "to_factorial",
     "validate_variables",
 ]
 
@@ -44,12 +53,14 @@ def validate_variables(variables: Sequence[str]) -> tuple[str, ...]:
     return variables
 
 
-@lru_cache(maxsize=None)
+@cache
 def _exponents(order: int, variables: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
     y_axis = variables.index("y")
     return tuple(
         e
-        for e in itertools.product(range(order + 1), repeat=len(variables))  # base-(k+1), first variable most significant
+        for e in itertools.product(
+            range(order + 1), repeat=len(variables)
+        )  # base-(k+1), first variable most significant
         if sum(e) <= order and e[y_axis] > 0
     )
 
@@ -103,7 +114,9 @@ class TaylorPolynomial:
         variables: ``("x", "y")`` or ``("x", "y", "t")``.
     """
 
-    def __init__(self, params: Sequence[float], order: int | None = None, variables: Sequence[str] = ("x", "y")):
+    def __init__(
+        self, params: Sequence[float], order: int | None = None, variables: Sequence[str] = ("x", "y")
+    ):
         self.variables = validate_variables(variables)
         values = [float(v) for v in params]
         if order is None:
@@ -145,6 +158,86 @@ class TaylorPolynomial:
     def __repr__(self) -> str:
         vec = ", ".join(f"{v:.6g}" for v in self.vector)
         return f"TaylorPolynomial([{vec}], order={self.order}, variables={self.variables})"
+
+    def __str__(self) -> str:
+        return self.formula("text")
+
+    def formula(self, style: str = "text", precision: int = 4) -> str:
+        """The polynomial as a readable formula, centers substituted.
+
+        ``style="text"`` gives e.g. ``1.5742 (y - 1.4872) - 1.4446 (y - 1.4872)^2 + ...``;
+        ``style="latex"`` gives ``1.5742 \\left(y - 1.4872\\right) - 1.4446 \\left(y - 1.4872\\right)^{2} + ...``.
+
+        Terms follow the vector order. Numbers are written with ``precision`` decimals, trailing
+        zeros dropped; a nonzero number that would round to zero is written in scientific notation
+        instead, so only coefficients that are exactly zero are omitted. A coefficient of magnitude
+        1 is written as a sign only, a center of 0 as the bare variable (``x`` rather than
+        ``(x - 0)``), a negative center as ``(y + 0.5)``. The zero polynomial is ``0``.
+        """
+        if style not in ("text", "latex"):
+            raise ValueError(f"style must be 'text' or 'latex', got {style!r}")
+        if isinstance(precision, bool) or not isinstance(precision, int) or precision < 0:
+            raise ValueError(f"precision must be a non-negative integer, got {precision!r}")
+        latex = style == "latex"
+        bases = []
+        for name, c in zip(self.variables, self.centers):
+            if c == 0.0:
+                bases.append((name, False))
+                continue
+            sign = "-" if c > 0 else "+"
+            inner = f"{name} {sign} {_format_number(abs(c), precision, latex)}"
+            bases.append((rf"\left({inner}\right)" if latex else f"({inner})", True))
+        parts: list[str] = []
+        for coef, e in zip(self.coefficients, self.exponents):
+            if coef == 0.0:
+                continue
+            factors = []
+            for (base, _), p in zip(bases, e):
+                if p == 1:
+                    factors.append(base)
+                elif p > 1:
+                    factors.append(f"{base}^{{{p}}}" if latex else f"{base}^{p}")
+            magnitude = _format_number(abs(coef), precision, latex)
+            body = " ".join(factors) if magnitude == "1" else " ".join([magnitude, *factors])
+            if not parts:
+                parts.append(f"-{body}" if coef < 0 else body)
+            else:
+                parts.append(f"- {body}" if coef < 0 else f"+ {body}")
+        return " ".join(parts) if parts else "0"
+
+    # ----------------------------------------------------------------------------------------
+    @classmethod
+    def from_factorial(
+        cls, theta: Sequence[float], order: int | None = None, variables: Sequence[str] = ("x", "y")
+    ) -> TaylorPolynomial:
+        """Build a polynomial from the paper's factorial form (the inverse of :func:`to_factorial`).
+
+        ``theta`` lists the centers first, then for each exponent tuple ``e`` in vector order the
+        value ``theta_e = prod_i(e_i!) * coefficient_e``, so that
+        ``f = sum_e theta_e / prod_i(e_i!) * prod_i (v_i - c_i)^{e_i}`` (a Taylor series written
+        with its derivatives). For k=3, (x, y): theta = (a, b, v0, 2 v1, 6 v2, v3, 2 v4, 2 v5).
+        """
+        variables = validate_variables(variables)
+        values = [float(v) for v in theta]
+        if order is None:
+            order = infer_order(len(values), variables)
+        order = _check_order(order)
+        expected = parameter_count(order, variables)
+        if len(values) != expected:
+            raise ValueError(
+                f"a factorial-form vector of an order-{order} polynomial in {variables} has "
+                f"{expected} numbers, got {len(values)}"
+            )
+        nv = len(variables)
+        centers, scaled = values[:nv], values[nv:]
+        coefs = [v / _factorial_weight(e) for v, e in zip(scaled, _exponents(order, variables))]
+        return cls(coefs + centers, order=order, variables=variables)
+
+    def to_factorial(self) -> tuple[float, ...]:
+        """The paper's factorial form of this polynomial; see :func:`to_factorial`."""
+        return self.centers + tuple(
+            c * _factorial_weight(e) for c, e in zip(self.coefficients, self.exponents)
+        )
 
     @property
     def has_progress(self) -> bool:
@@ -235,3 +328,354 @@ class TaylorPolynomial:
                 coefs.append(0.0)
         centers = [a, b] + ([0.0] if "t" in variables else [])
         return cls(coefs + centers, order=order, variables=variables)
+
+
+# --------------------------------------------------------------------------------------------
+# Formatting and small helpers
+
+
+def _format_number(value: float, precision: int, latex: bool) -> str:
+    """``value`` (>= 0) with ``precision`` decimals, trailing zeros dropped; scientific if it would read 0."""
+    text = f"{value:.{precision}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    if float(text) != 0.0 or value == 0.0:
+        return text
+    mantissa, exponent = f"{value:.{max(precision - 1, 0)}e}".split("e")
+    if "." in mantissa:
+        mantissa = mantissa.rstrip("0").rstrip(".")
+    power = int(exponent)
+    return rf"{mantissa} \times 10^{{{power}}}" if latex else f"{mantissa}e{power}"
+
+
+def _factorial_weight(e: Sequence[int]) -> int:
+    return math.prod(math.factorial(p) for p in e)
+
+
+def _as_polynomial(
+    params: TaylorPolynomial | Sequence[float], order: int | None, variables: Sequence[str] | None
+) -> TaylorPolynomial:
+    """``params`` as a TaylorPolynomial; a given order or variables must agree with a polynomial's."""
+    if isinstance(params, TaylorPolynomial):
+        if order is not None and order != params.order:
+            raise ValueError(f"order={order} disagrees with the polynomial's order {params.order}")
+        if variables is not None and validate_variables(variables) != params.variables:
+            raise ValueError(
+                f"variables={tuple(variables)} disagree with the polynomial's variables {params.variables}"
+            )
+        return params
+    return TaylorPolynomial(params, order=order, variables=("x", "y") if variables is None else variables)
+
+
+def to_factorial(
+    params: TaylorPolynomial | Sequence[float],
+    order: int | None = None,
+    variables: Sequence[str] | None = None,
+) -> tuple[float, ...]:
+    """Convert a vector (original layout) or polynomial to the paper's factorial form.
+
+    The factorial form lists the centers first, then for each exponent tuple ``e`` (in vector
+    order) ``theta_e = prod_i(e_i!) * coefficient_e``: the polynomial is then read as a Taylor
+    series, ``f = sum_e theta_e / prod_i(e_i!) * prod_i (v_i - c_i)^{e_i}``. For k=3, (x, y) and
+    the vector ``v`` (centers ``a = v[6]``, ``b = v[7]``) this is
+    ``(a, b, v0, 2 v1, 6 v2, v3, 2 v4, 2 v5)`` as in Gonzalez & Miikkulainen (2021). The same rule
+    applies to any order and to ``(x, y, t)``. Inverse: :meth:`TaylorPolynomial.from_factorial`.
+    """
+    return _as_polynomial(params, order, variables).to_factorial()
+
+
+# --------------------------------------------------------------------------------------------
+# Exact polynomial algebra on {exponent tuple: Fraction} dictionaries (power basis)
+
+_Poly = dict  # dict[tuple[int, ...], Fraction]
+
+
+def _translate(terms: _Poly, offsets: Sequence[Fraction]) -> _Poly:
+    """Rewrite a polynomial in u as one in w where u_i = w_i + offsets_i (exact).
+
+    u^e = prod_i sum_{r_i <= e_i} C(e_i, r_i) w_i^{r_i} offsets_i^{e_i - r_i}.
+    """
+    out: _Poly = {}
+    for e, coef in terms.items():
+        if coef == 0:
+            continue
+        axes = [
+            [(r, math.comb(p, r) * off ** (p - r)) for r in range(p + 1) if off != 0 or r == p]
+            for p, off in zip(e, offsets)
+        ]
+        for choice in itertools.product(*axes):
+            key = tuple(r for r, _ in choice)
+            value = coef
+            for _, factor in choice:
+                value *= factor
+            out[key] = out.get(key, Fraction(0)) + value
+    return out
+
+
+def _power_terms(poly: TaylorPolynomial) -> _Poly:
+    """f in the power basis of (x, y[, t]), exactly: the centers expanded with binomials."""
+    centered = {e: Fraction(c) for e, c in zip(poly.exponents, poly.coefficients)}
+    return _translate(centered, [-Fraction(c) for c in poly.centers])
+
+
+def _derivative(terms: _Poly, axis: int) -> _Poly:
+    """d/dv_axis of a power-basis polynomial."""
+    out: _Poly = {}
+    for e, coef in terms.items():
+        if e[axis] > 0 and coef != 0:
+            key = e[:axis] + (e[axis] - 1,) + e[axis + 1 :]
+            out[key] = out.get(key, Fraction(0)) + coef * e[axis]
+    return out
+
+
+def _evaluate(terms: _Poly, point: Sequence[Fraction]) -> Fraction:
+    total = Fraction(0)
+    for e, coef in terms.items():
+        value = coef
+        for v, p in zip(point, e):
+            if p:
+                value *= v**p
+        total += value
+    return total
+
+
+# --------------------------------------------------------------------------------------------
+# Canonical coordinates: the numbers that training actually depends on
+
+LABEL_KINDS = ("hard", "soft")
+
+
+def _check_labels(labels: str) -> str:
+    if labels not in LABEL_KINDS:
+        raise ValueError(f"labels must be 'hard' (x in {{0, 1}}) or 'soft' (x in [0, 1]), got {labels!r}")
+    return labels
+
+
+@cache
+def _canonical_exponents(order: int, variables: tuple[str, ...], labels: str) -> tuple[tuple[int, ...], ...]:
+    """Monomials of g = df/dy that carry canonical coordinates, in base-k order (x most significant).
+
+    g has total degree <= k-1. Functions of t alone (x and y exponents both 0) are dropped: a
+    per-step constant added to g does not change the gradient. With hard labels x^i = x on
+    {0, 1}, so only x exponents 0 and 1 remain.
+    """
+    max_x = 1 if labels == "hard" else order - 1
+    return tuple(
+        e
+        for e in itertools.product(range(order), repeat=len(variables))
+        if sum(e) <= order - 1 and (e[0] > 0 or e[1] > 0) and e[0] <= max_x
+    )
+
+
+def canonical_basis(
+    order: int, variables: Sequence[str] = ("x", "y"), labels: str = "hard"
+) -> list[tuple[int, ...]]:
+    """Exponent tuples of the monomials of g = df/dy whose coefficients are the canonical coordinates.
+
+    Coordinate ``i`` of :func:`canonical_coordinates` is the coefficient of
+    ``prod_v v^{e_v}`` (power basis, no centers) for ``e = canonical_basis(...)[i]``.
+
+    >>> canonical_basis(3)
+    [(0, 1), (0, 2), (1, 0), (1, 1)]
+    >>> canonical_basis(3, labels="soft")
+    [(0, 1), (0, 2), (1, 0), (1, 1), (2, 0)]
+    """
+    return list(
+        _canonical_exponents(_check_order(order), validate_variables(variables), _check_labels(labels))
+    )
+
+
+def canonical_dimension(order: int, variables: Sequence[str] = ("x", "y"), labels: str = "hard") -> int:
+    """Number of directions of the parameter vector that change training (the canonical coordinates).
+
+    ``(x, y)``: hard labels 2(k-1); soft labels k(k+1)/2 - 1 (k=2..5: 2, 5, 9, 14).
+    ``(x, y, t)``: hard k(k-1); soft C(k+2, 3) - k (coefficients are polynomials in t).
+    """
+    return len(canonical_basis(order, variables, labels))
+
+
+def canonical_coordinates(
+    params: TaylorPolynomial | Sequence[float],
+    order: int | None = None,
+    variables: Sequence[str] | None = None,
+    labels: str = "hard",
+) -> tuple[float, ...]:
+    """The numbers that determine the gradient of the loss with respect to the logits.
+
+    With p = softmax(z) and g = df/dy, the gradient of the per-sample loss -sum_c f(x_c, p_c) is
+    dL/dz_j = -p_j (g(x_j, p_j) - sum_c p_c g(x_c, p_c)), so training sees f only through g, and
+    only up to a constant added to all classes of a sample. g is an arbitrary polynomial of total
+    degree <= k-1; write it in the power basis, g = sum_{i,j} G_ij x^i y^j (centers expanded).
+
+    * ``labels="soft"`` (x anywhere in [0, 1]): the coordinates are G_ij for i + j <= k-1 and
+      (i, j) != (0, 0): the constant G_00 is removable, the x^i terms (i >= 1) are not.
+      Count k(k+1)/2 - 1.
+    * ``labels="hard"`` (x in {0, 1}; not valid for label smoothing, which moves the two label
+      values): x^i = x there, so g = A(y) + x D(y) with A(y) = sum_j G_0j y^j and
+      D(y) = g(1, y) - g(0, y) = sum_j (sum_{i>=1} G_ij) y^j of degree <= k-2. The coordinates are
+      A's coefficients of y^1..y^{k-1} followed by D's of y^0..y^{k-2}. Count 2(k-1).
+    * ``(x, y, t)``: t is a per-step parameter, so the coefficients are polynomials in t and what
+      is removable is a function of t alone: the coordinates are the coefficients of x^i y^j t^l
+      with (i, j) != (0, 0) (hard: i in {0, 1}, with i=1 collecting all i >= 1).
+
+    The order is :func:`canonical_basis`. Two vectors with equal coordinates train identically;
+    vectors that differ in a coordinate do not (in general). The computation is exact
+    (rational arithmetic on the float inputs) and rounded once at the end.
+    """
+    poly = _as_polynomial(params, order, variables)
+    labels = _check_labels(labels)
+    g = _derivative(_power_terms(poly), poly.variables.index("y"))
+    coords = []
+    for e in _canonical_exponents(poly.order, poly.variables, labels):
+        if labels == "hard" and e[0] == 1:
+            value = sum((coef for key, coef in g.items() if key[0] >= 1 and key[1:] == e[1:]), Fraction(0))
+        else:
+            value = g.get(e, Fraction(0))
+        coords.append(float(value))
+    return tuple(coords)
+
+
+def from_canonical(
+    coords: Sequence[float],
+    order: int,
+    variables: Sequence[str] = ("x", "y"),
+    labels: str = "hard",
+    center: Sequence[float] | None = None,
+) -> TaylorPolynomial:
+    """A representative polynomial, in the original layout, whose canonical coordinates are ``coords``.
+
+    g is built as the sum of ``coords[i]`` times the monomial ``canonical_basis(...)[i]`` (with
+    hard labels the x-terms are kept at x^1), integrated in y with no y-free term
+    (f = sum G_ij x^i y^{j+1} / (j+1)), and re-expanded around ``center`` (zeros by default; one
+    value per variable). The y-free terms that re-centering produces are dropped: they do not
+    depend on y, so g is unchanged. ``canonical_coordinates(from_canonical(c, ...))`` equals ``c``
+    up to one rounding per number.
+    """
+    variables = validate_variables(variables)
+    order = _check_order(order)
+    labels = _check_labels(labels)
+    basis = _canonical_exponents(order, variables, labels)
+    values = [float(c) for c in coords]
+    if len(values) != len(basis):
+        raise ValueError(
+            f"an order-{order} polynomial in {variables} has {len(basis)} canonical coordinates "
+            f"for {labels} labels, got {len(values)}"
+        )
+    if center is None:
+        center = [0.0] * len(variables)
+    centers = [float(c) for c in center]
+    if len(centers) != len(variables):
+        raise ValueError(f"center must have one value per variable {variables}, got {tuple(center)}")
+    for i, v in enumerate(values + centers):
+        if not math.isfinite(v):
+            raise ValueError(f"canonical coordinates and centers must be finite, got {v} at position {i}")
+    y_axis = variables.index("y")
+    f_power: _Poly = {}
+    for e, c in zip(basis, values):
+        key = e[:y_axis] + (e[y_axis] + 1,) + e[y_axis + 1 :]
+        f_power[key] = Fraction(c) / key[y_axis]
+    centered = _translate(f_power, [Fraction(c) for c in centers])
+    coefs = [float(centered.get(e, Fraction(0))) for e in _exponents(order, variables)]
+    return TaylorPolynomial(coefs + centers, order=order, variables=variables)
+
+
+# --------------------------------------------------------------------------------------------
+# The invariant: does the loss push the true class up at the uniform prediction?
+
+INVARIANT_RULES = ("gradient", "original")
+
+
+def invariant_margin(
+    params: TaylorPolynomial | Sequence[float],
+    num_classes: int,
+    rule: str = "gradient",
+    *,
+    order: int | None = None,
+    variables: Sequence[str] | None = None,
+    t: float | None = None,
+) -> float:
+    """How far a polynomial satisfies the invariant (positive or zero: satisfied; see :func:`check_invariant`).
+
+    With n = ``num_classes``, h = 1/n (the uniform prediction) and g = df/dy:
+
+    * ``rule="gradient"``: g(1, h) - g(0, h), any order and variables (``t`` required with t).
+      Positive iff the true class's logit rises at the uniform prediction: there
+      dL/dz_j = -(1/n) (g_j - mean_c g_c), which for the target is -(n-1)/n^2 (g(1,h) - g(0,h)).
+      It does not depend on the inert coefficient of (y - c_y).
+    * ``rule="original"`` (k=3, (x, y) only): the original TaylorGLO formula, with
+      p0 = a, p1 = b (the centers) and (p2..p7) = (v0..v5) (the coefficients):
+      c1 = -2 p1 p3 + 2 p0 p1 p6 + p2 - p5 p0 + p7 p0^2 + 3 p4 p1^2,
+      ch = 2 p3 - 2 p6 p0 - 6 p4 p1, chh = 3 p4, chy = 2 p6, cy = -2 p1 p6 + p5 - 2 p7 p0, cyy = p7;
+      margin = cy + cyy + chy/n - (n - 2)(c1 + ch/n + chh/n^2), which equals
+      g(1, h) - (n-1) g(0, h). It moves by -(n-2) d when d is added to the inert v0.
+
+    Computed exactly (rational arithmetic on the float inputs), rounded once.
+    """
+    return float(_exact_margin(params, num_classes, rule, order, variables, t))
+
+
+def _exact_margin(
+    params: TaylorPolynomial | Sequence[float],
+    num_classes: int,
+    rule: str,
+    order: int | None,
+    variables: Sequence[str] | None,
+    t: float | None,
+) -> Fraction:
+    if rule not in INVARIANT_RULES:
+        raise ValueError(f"rule must be one of {list(INVARIANT_RULES)}, got {rule!r}")
+    try:
+        n = operator.index(num_classes)
+    except TypeError:
+        n = None
+    if isinstance(num_classes, bool) or n is None or n < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    poly = _as_polynomial(params, order, variables)
+    if rule == "original":
+        if poly.order != 3 or poly.variables != ("x", "y"):
+            raise ValueError(
+                f"rule='original' is defined only for order 3 in ('x', 'y'), got order {poly.order} "
+                f"in {poly.variables}; use rule='gradient'"
+            )
+        v = [Fraction(c) for c in poly.coefficients]
+        p0, p1 = (Fraction(c) for c in poly.centers)
+        p2, p3, p4, p5, p6, p7 = v
+        c1 = -2 * p1 * p3 + 2 * p0 * p1 * p6 + p2 - p5 * p0 + p7 * p0**2 + 3 * p4 * p1**2
+        ch = 2 * p3 - 2 * p6 * p0 - 6 * p4 * p1
+        chh = 3 * p4
+        chy = 2 * p6
+        cy = -2 * p1 * p6 + p5 - 2 * p7 * p0
+        cyy = p7
+        return cy + cyy + chy / n - (n - 2) * (c1 + ch / n + chh / n**2)
+    if poly.has_progress:
+        if t is None:
+            raise ValueError("this polynomial depends on the training progress t: pass t")
+        if not math.isfinite(t):
+            raise ValueError(f"t must be finite, got {t}")
+        rest = [Fraction(t)]
+    else:
+        rest = []
+    g = _derivative(_power_terms(poly), poly.variables.index("y"))
+    h = Fraction(1, n)
+    return _evaluate(g, [Fraction(1), h, *rest]) - _evaluate(g, [Fraction(0), h, *rest])
+
+
+def check_invariant(
+    params: TaylorPolynomial | Sequence[float],
+    num_classes: int,
+    rule: str = "gradient",
+    *,
+    order: int | None = None,
+    variables: Sequence[str] | None = None,
+    t: float | None = None,
+) -> bool:
+    """Whether a polynomial passes the invariant at ``num_classes`` classes.
+
+    ``rule="gradient"`` (sound, any order): g(1, 1/n) > g(0, 1/n), i.e. at the uniform prediction of
+    an untrained network the true class's logit is pushed up. ``rule="original"`` (k=3, (x, y)):
+    the original system's test, violated iff cy + cyy + chy/n < (n - 2)(c1 + ch/n + chh/n^2),
+    i.e. satisfied iff g(1, 1/n) >= (n-1) g(0, 1/n); it depends on the inert coefficient of
+    (y - c_y). See :func:`invariant_margin` for the coefficients. Decided exactly.
+    """
+    margin = _exact_margin(params, num_classes, rule, order, variables, t)
+    return margin > 0 if rule == "gradient" else margin >= 0
