@@ -1,0 +1,136 @@
+"""CMA-ES behind a small ask/tell interface, with its random-number state kept inside.
+
+pycma draws its samples from the *global* numpy RNG. ``CMAStrategy`` owns a private numpy RNG state
+and swaps it in around every call into pycma (restoring the caller's global state afterwards), so
+that the pickled strategy is the whole truth: unpickling it and asking again yields exactly the same
+population, whatever else ran in the process. Fitness is minimized; non-finite values are refused
+(map failures to an explicit penalty first: pycma would silently replace NaN by the median).
+pycma's own termination criteria that would end a search after one flat (e.g. all-failed)
+generation are disabled; the search loop enforces its generation limit and budget itself.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["CMAStrategy"]
+
+
+class CMAStrategy:
+    """An ask/tell CMA-ES over R^n (pycma's ``CMAEvolutionStrategy``).
+
+    Args:
+        x0: the start point (length n >= 1).
+        sigma: the initial step size.
+        population_size: candidates per ``ask``.
+        seed: seeds the private RNG (and hence every sample).
+    """
+
+    def __init__(self, x0: Sequence[float], sigma: float, population_size: int, seed: int):
+        import cma
+
+        x0 = [float(v) for v in x0]
+        if not x0:
+            raise ValueError("CMA-ES needs a start point of length >= 1")
+        self.dimension = len(x0)
+        self.population_size = int(population_size)
+        self.seed = int(seed)
+        self.generation = 0  # number of completed tells
+        self._asked: list[list[float]] | None = None
+        self._rng_state = np.random.RandomState(self.seed % 2**32).get_state()
+        options = {
+            "popsize": self.population_size,
+            "seed": math.nan,  # "do nothing": our private RNG is swapped in around each call
+            "verbose": -9,
+            "verb_log": 0,
+            "verb_disp": 0,
+            # never stop on flat or stagnating fitness: the search loop owns termination
+            "tolflatfitness": 10**9,
+            "tolfun": 0,
+            "tolfunhist": 0,
+            "tolfunrel": 0,
+            "tolx": 0,
+            "tolstagnation": 10**9,
+            "maxiter": 10**9,
+            "tolfacupx": math.inf,
+            "tolupsigma": math.inf,
+        }
+        if self.dimension == 1:
+            raise ValueError("pycma needs at least 2 dimensions; use a higher order")
+        with self._private_rng(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._es = cma.CMAEvolutionStrategy(x0, float(sigma), options)
+
+    # ------------------------------------------------------------------------------------------
+    class _Swap:
+        def __init__(self, owner: CMAStrategy):
+            self.owner = owner
+
+        def __enter__(self):
+            self.saved = np.random.get_state()
+            np.random.set_state(self.owner._rng_state)
+
+        def __exit__(self, *exc):
+            self.owner._rng_state = np.random.get_state()
+            np.random.set_state(self.saved)
+            return False
+
+    def _private_rng(self) -> CMAStrategy._Swap:
+        return CMAStrategy._Swap(self)
+
+    # ------------------------------------------------------------------------------------------
+    def ask(self) -> list[list[float]]:
+        """Sample a population (``population_size`` points, each a list of n floats)."""
+        if self._asked is not None:
+            raise RuntimeError("ask() called twice without tell(): a population is already out")
+        with self._private_rng(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            solutions = self._es.ask()
+        self._asked = [[float(v) for v in s] for s in solutions]
+        return [list(s) for s in self._asked]
+
+    def tell(self, fitness: Sequence[float]) -> None:
+        """Update with the fitness (minimized) of the asked population, in the asked order."""
+        if self._asked is None:
+            raise RuntimeError("tell() without a pending ask()")
+        values = [float(f) for f in fitness]
+        if len(values) != len(self._asked):
+            raise ValueError(f"tell() needs {len(self._asked)} fitness values, got {len(values)}")
+        for i, f in enumerate(values):
+            if not math.isfinite(f):
+                raise ValueError(f"fitness of candidate {i} is {f}: map failures to a finite penalty first")
+        with self._private_rng(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._es.tell([np.asarray(s) for s in self._asked], values)
+        self._asked = None
+        self.generation += 1
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def sigma(self) -> float:
+        return float(self._es.sigma)
+
+    @property
+    def mean(self) -> list[float]:
+        return [float(v) for v in self._es.mean]
+
+    @property
+    def pending(self) -> bool:
+        """Whether a population was asked and not yet told."""
+        return self._asked is not None
+
+    def dumps(self) -> bytes:
+        """The complete state (pycma object, private RNG, pending population) as bytes."""
+        return pickle.dumps(self, protocol=4)
+
+    @staticmethod
+    def loads(data: bytes) -> CMAStrategy:
+        obj = pickle.loads(data)
+        if not isinstance(obj, CMAStrategy):
+            raise ValueError(f"not a pickled CMAStrategy: {type(obj).__name__}")
+        return obj
