@@ -77,7 +77,7 @@ def _extensions():
 
     here = os.path.dirname(os.path.abspath(__file__))
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
-    cxx_flags = ["-O3", "-std=c++17", "-fdiagnostics-color=always"]
+    cxx_flags = ["-O3", "-fdiagnostics-color=always"]
     if sys.platform.startswith("linux"):
         cxx_flags.append("-fopenmp")
     include_dirs = [os.path.join(here, "csrc")]
@@ -89,7 +89,7 @@ def _extensions():
                 sources,
                 include_dirs=include_dirs,
                 define_macros=[("TAYLORGLO_WITH_CUDA", "1")],
-                extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17", "--use_fast_math"]},
+                extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"]},
                 extra_link_args=["-fopenmp"] if sys.platform.startswith("linux") else [],
             )
         ]

@@ -5,14 +5,19 @@ Taylor polynomial in the label and the predicted probability (Gonzalez & Miikkul
 computed by fused C++/CUDA kernels. ``python -m taylorglo.search`` finds such losses with CMA-ES.
 """
 
+from taylorglo.loss import TaylorLoss, taylor_loss
 from taylorglo.polynomial import TaylorPolynomial, infer_order, monomial_exponents, parameter_count
+from taylorglo.reference import taylor_loss_reference
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "TaylorLoss",
     "TaylorPolynomial",
     "__version__",
     "infer_order",
     "monomial_exponents",
     "parameter_count",
+    "taylor_loss",
+    "taylor_loss_reference",
 ]

@@ -1,0 +1,52 @@
+// AVX512 build of the CPU kernels, chosen at run time by taylor_loss_cpu.cpp when the CPU has AVX512.
+// Everything that is not at::vec is included before the target pragma, so only these kernels and the
+// Vectorized types of namespace at::vec::AVX512 are compiled for AVX512.
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
+// GCC's target pragma does not define the ISA macros that sleef.h and ATen test for.
+#ifndef __AVX__
+#define __AVX__ 1
+#endif
+#ifndef __AVX2__
+#define __AVX2__ 1
+#endif
+#ifndef __FMA__
+#define __FMA__ 1
+#endif
+#ifndef __F16C__
+#define __F16C__ 1
+#endif
+#ifndef __AVX512F__
+#define __AVX512F__ 1
+#endif
+#ifndef __AVX512BW__
+#define __AVX512BW__ 1
+#endif
+#ifndef __AVX512VL__
+#define __AVX512VL__ 1
+#endif
+#ifndef __AVX512DQ__
+#define __AVX512DQ__ 1
+#endif
+#undef CPU_CAPABILITY
+#define CPU_CAPABILITY AVX512
+#define CPU_CAPABILITY_AVX512
+#define TAYLORGLO_CPU_NS cpu_avx512
+#include "taylor_loss_kernel.h"
+#pragma GCC pop_options
+#endif

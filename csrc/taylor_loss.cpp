@@ -1,0 +1,39 @@
+// Operator schemas of the taylorglo extension (namespace `taylorglo`).
+//
+// The Taylor loss of one position (row) with C classes is  -sum_c f(x_c, p_c),  p = softmax(z),
+// where f is a polynomial that the Python side has already expanded into a power basis:
+//
+//   hard labels: coef is (2, K+1): coef[0][m] = A_m, coef[1][m] = B_m with
+//                f(x_off, p) = A(p) = sum_m A_m p^m for non-target classes and
+//                f(x_on,  p) = B(p) = sum_m B_m p^m for the target class
+//                (label smoothing is folded into x_off and x_on);
+//   soft labels: coef is (K+1, K+1): f(x, p) = sum_{i,m} coef[i][m] x^i p^m.
+//
+// With g = df/dp the gradient is  dL/dz_j = -p_j (g_j - D),  D = sum_k g_k p_k  (REFERENCE.md s.3).
+// Forward ops return the per-position loss and per-row statistics that make the backward one pass:
+//   hard: stats (rows, 4) = (lse, D, Q, 1 - p_t) with Q = sum_{k != t} A'(p_k) p_k, so the target
+//         gradient  -p_t (B'(p_t)(1 - p_t) - Q)  never forms 1 - p_t by cancellation;
+//   soft: stats (rows, 2) = (lse, D).
+// Logits are (N, C, d1, ..., dk), contiguous; a "row" is one (n, d1..dk) position. Loss and stats are
+// in the logits' accumulation type (float32 for 16-bit inputs), gradients in the logits' dtype.
+
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// An importable (empty) Python module: importing taylorglo._C runs the static registrations below.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(taylorglo, m) {
+  m.def("hard_forward(Tensor logits, Tensor target, Tensor coef, int ignore_index) -> (Tensor, Tensor)");
+  m.def(
+      "hard_backward(Tensor grad_loss, Tensor logits, Tensor target, Tensor coef, Tensor stats, "
+      "int ignore_index) -> Tensor");
+  m.def("soft_forward(Tensor logits, Tensor target, Tensor coef) -> (Tensor, Tensor)");
+  m.def(
+      "soft_backward(Tensor grad_loss, Tensor logits, Tensor target, Tensor coef, Tensor stats) -> Tensor");
+}
