@@ -1,0 +1,5 @@
+import sys
+
+from taylorglo.train.cli import main
+
+sys.exit(main())
