@@ -8,6 +8,7 @@ fused ``taylorglo::hard_forward`` / ``soft_forward`` kernels (``taylorglo.ops``)
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from functools import lru_cache
@@ -20,7 +21,6 @@ from taylorglo import ops
 from taylorglo.polynomial import (
     TaylorPolynomial,
     infer_order,
-    monomial_exponents,
     parameter_count,
     validate_variables,
 )
@@ -32,10 +32,15 @@ _REDUCTIONS = ("none", "mean", "sum")
 _BACKENDS = ("auto", "kernel", "reference")
 
 
-@lru_cache(maxsize=None)
+def _is_compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
+
+
 def _expansion_tables(order: int, variables: tuple[str, ...]):
     """Constant tables that expand prod (v - c_v)^e_v into powers of x and y (python lists)."""
-    exps = monomial_exponents(order, variables)
+    exps = list(itertools.product(range(order + 1), repeat=len(variables)))
+    exps = [e for e in exps if sum(e) <= order and e[1] > 0]  # the layout of taylorglo.polynomial
     k = order
     binom, index = [], []
     for axis in (0, 1):
@@ -49,14 +54,23 @@ def _expansion_tables(order: int, variables: tuple[str, ...]):
     return len(exps), binom, index, t_exp
 
 
-@lru_cache(maxsize=64)
-def _device_tables(order: int, variables: tuple[str, ...], device: torch.device, dtype: torch.dtype):
+def _make_device_tables(order: int, variables: tuple[str, ...], device: torch.device, dtype: torch.dtype):
     n, binom, index, t_exp = _expansion_tables(order, variables)
     bx, by = (torch.tensor(b, dtype=dtype, device=device) for b in binom)
     ix, iy = (torch.tensor(i, dtype=torch.long, device=device) for i in index)
     powers = torch.arange(order + 1, dtype=dtype, device=device)
     te = torch.tensor(t_exp, dtype=dtype, device=device) if t_exp is not None else None
     return n, bx, by, ix, iy, powers, te
+
+
+_cached_device_tables = lru_cache(maxsize=64)(_make_device_tables)
+
+
+def _device_tables(order: int, variables: tuple[str, ...], device: torch.device, dtype: torch.dtype):
+    # Under torch.compile the tables become graph constants; in eager mode they are cached per device.
+    if _is_compiling():
+        return _make_device_tables(order, variables, device, dtype)
+    return _cached_device_tables(order, variables, device, dtype)
 
 
 def power_basis(
@@ -170,7 +184,7 @@ def taylor_loss(
         raise ValueError(f"params must be a 1-d vector, got shape {tuple(params.shape)}")
     if order is None:
         order = infer_order(params.numel(), variables)
-    elif params.numel() != parameter_count(order, variables):
+    elif not _is_compiling() and params.numel() != parameter_count(order, variables):
         raise ValueError(
             f"an order-{order} loss in {variables} takes {parameter_count(order, variables)} parameters, "
             f"got {params.numel()}"
@@ -180,7 +194,9 @@ def taylor_loss(
     if "t" in variables:
         if progress is None:
             raise ValueError("a loss with the t variable needs the training progress: pass progress= (0 to 1)")
-        progress = torch.as_tensor(progress, device=logits.device)
+        if not isinstance(progress, torch.Tensor):
+            progress = torch.tensor(float(progress), dtype=torch.float64)
+        progress = progress.to(logits.device)
     if hard:
         target = target.long()
         if validate:

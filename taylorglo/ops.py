@@ -110,8 +110,16 @@ if EXTENSION_ERROR is None:
         ctx.ignore_index = ignore_index
         ctx.save_for_backward(logits, target, coef, output[1])
 
+    def _check_first_order(grad_loss: torch.Tensor, logits: torch.Tensor) -> None:
+        if torch.is_grad_enabled() and (grad_loss.requires_grad or logits.requires_grad):
+            raise RuntimeError(
+                "taylorglo: the fused Taylor-loss kernels are not twice differentiable (create_graph=True); "
+                "for second-order gradients use TaylorLoss(..., backend='reference')"
+            )
+
     def _hard_backward(ctx, grad_loss, grad_stats):
         logits, target, coef, stats = ctx.saved_tensors
+        _check_first_order(grad_loss, logits)
         grad_loss = grad_loss.to(stats.dtype).contiguous()
         grad_logits = grad_coef = None
         if ctx.needs_input_grad[0]:
@@ -137,6 +145,7 @@ if EXTENSION_ERROR is None:
 
     def _soft_backward(ctx, grad_loss, grad_stats):
         logits, target, coef, stats = ctx.saved_tensors
+        _check_first_order(grad_loss, logits)
         grad_loss = grad_loss.to(stats.dtype).contiguous()
         grad_logits = grad_coef = None
         if ctx.needs_input_grad[0]:
@@ -151,15 +160,3 @@ if EXTENSION_ERROR is None:
 
     torch.library.register_autograd("taylorglo::hard_forward", _hard_backward, setup_context=_hard_setup)
     torch.library.register_autograd("taylorglo::soft_forward", _soft_backward, setup_context=_soft_setup)
-
-    def _no_double_backward(ctx, *grads):
-        raise RuntimeError(
-            "taylorglo: the fused Taylor-loss kernels are not twice differentiable; "
-            "for second-order gradients (create_graph=True) use TaylorLoss(..., backend='reference')"
-        )
-
-    def _bwd_setup(ctx, inputs, output):
-        pass
-
-    torch.library.register_autograd("taylorglo::hard_backward", _no_double_backward, setup_context=_bwd_setup)
-    torch.library.register_autograd("taylorglo::soft_backward", _no_double_backward, setup_context=_bwd_setup)
