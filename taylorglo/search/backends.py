@@ -24,7 +24,15 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["Backend", "LocalBackend", "RayBackend", "TrialTimeout", "WorkerDied", "make_backend"]
+__all__ = [
+    "Backend",
+    "InlineBackend",
+    "LocalBackend",
+    "RayBackend",
+    "TrialTimeout",
+    "WorkerDied",
+    "make_backend",
+]
 
 
 MAX_CONSECUTIVE_DEATHS = 5
@@ -59,6 +67,24 @@ class Backend:
     def __exit__(self, *exc):
         self.shutdown()
         return False
+
+
+class InlineBackend(Backend):
+    """Runs each job in the calling process, one at a time (``execution.backend = "inline"``).
+
+    For debugging and for tests of the search machinery: no worker processes, so a crashing
+    evaluator takes the search down with it. ``submit`` runs the job before returning its future.
+    """
+
+    capacity = 1
+
+    def submit(self, job: dict) -> concurrent.futures.Future:
+        from taylorglo.search.worker import run_job
+
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        fut.set_running_or_notify_cancel()
+        fut.set_result(run_job(job))
+        return fut
 
 
 # ----------------------------------------------------------------------------------------------
@@ -473,6 +499,8 @@ def _gpu_count() -> int:
 def make_backend(execution, retries: int = 1) -> Backend:
     """The backend an ``ExecutionConfig`` asks for."""
     preload = execution.evaluator.startswith("taylorglo.search.evaluate:")
+    if execution.backend == "inline":
+        return InlineBackend()
     if execution.backend == "ray":
         return RayBackend(
             address=execution.ray_address,

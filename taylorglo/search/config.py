@@ -110,7 +110,8 @@ class ExecutionConfig:
     """Where evaluations run.
 
     Attributes:
-        backend: ``"local"`` (persistent spawn worker processes) or ``"ray"``.
+        backend: ``"local"`` (persistent spawn worker processes), ``"ray"``, or ``"inline"``
+            (in the search process, one job at a time: for debugging and tests).
         workers: local worker processes; 0 = one per GPU when ``gpus_per_trial > 0`` and GPUs exist,
             else one per CPU core.
         threads_per_worker: torch threads per local worker; 0 = cores // workers (at least 1).
@@ -217,8 +218,10 @@ class ExperimentConfig:
             raise bad(
                 "search.penalty", s.penalty, "a finite number (fitness is 1 - accuracy; 1.0 is the worst)"
             )
-        if e.backend not in ("local", "ray"):
-            raise bad("execution.backend", e.backend, '"local" or "ray"')
+        if e.backend not in ("local", "ray", "inline"):
+            raise bad(
+                "execution.backend", e.backend, '"local", "ray" or "inline" (in-process, for debugging)'
+            )
         if e.workers < 0:
             raise bad("execution.workers", e.workers, "0 (automatic) or a positive count")
         if e.threads_per_worker < 0:

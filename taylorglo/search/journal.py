@@ -39,6 +39,29 @@ class ExperimentLocked(RuntimeError):
     """Another live process holds the experiment directory."""
 
 
+def fault_point(name: str) -> None:
+    """Test hook: SIGKILL this process at the named point when ``TAYLORGLO_SEARCH_FAULT`` says so.
+
+    ``TAYLORGLO_SEARCH_FAULT="replace:state.pkl"`` dies during a checkpoint write (after the tmp file
+    is written, before it replaces the old one); the runner names its own points (see ``runner``).
+    A ``@N`` suffix fires at the N-th time the point is reached (counting from 1).
+    """
+    want = os.environ.get("TAYLORGLO_SEARCH_FAULT")
+    if not want:
+        return
+    point, _, nth = want.partition("@")
+    if point != name:
+        return
+    _FAULT_COUNTS[name] = _FAULT_COUNTS.get(name, 0) + 1
+    if _FAULT_COUNTS[name] == int(nth or 1):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_FAULT_COUNTS: dict[str, int] = {}
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -62,6 +85,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
+    fault_point(f"replace:{path.name}")
     os.replace(tmp, path)
     _fsync_dir(path.parent)
 

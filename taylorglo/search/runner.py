@@ -18,6 +18,7 @@ ranked on the loss and not on the draw), ``generation_seed(search.seed, g)``.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import statistics
@@ -29,7 +30,7 @@ from pathlib import Path
 
 from taylorglo.search.backends import Backend, make_backend
 from taylorglo.search.config import ConfigError, ExperimentConfig
-from taylorglo.search.journal import ExperimentDir
+from taylorglo.search.journal import ExperimentDir, fault_point
 from taylorglo.search.space import SearchSpace, check_invariant
 from taylorglo.search.strategy import CMAStrategy
 
@@ -182,6 +183,7 @@ def run_search(
                 if backend is None:
                     backend = make_backend(cfg.execution, retries=s.retries)
                 _evaluate(exp, cfg, population, missing, records, backend, show)
+            fault_point(f"before-tell:{g}")
             fitness = [records[i]["fitness"] for i in range(s.population_size)]
             asked.tell(fitness)
             exp.write_state(asked.dumps())
@@ -308,6 +310,7 @@ def _evaluate(
     def finish(cand: dict, result: dict, attempts: int) -> None:
         rec = _record(cfg, cand, g, result, attempts)
         exp.append_evaluation(rec)  # the journal first: from here on the evaluation is never repeated
+        fault_point(f"after-journal:{g}:{cand['index']}")
         records[cand["index"]] = rec
         if result.get("log") or result.get("error"):
             exp.write_log(
@@ -318,6 +321,10 @@ def _evaluate(
         if bar is not None:
             bar.update(1)
 
+    # At most ``capacity`` jobs are out at once, the rest wait here in candidate order (retries
+    # first): the journal then follows the trainings closely, and an in-process backend trains
+    # exactly one candidate at a time.
+    queue: collections.deque[tuple[dict, int]] = collections.deque()
     pending: dict[Future, tuple[dict, int]] = {}
     for cand in missing:
         if s.invariant_action == "enforce" and cand["violates_invariant"]:
@@ -327,13 +334,17 @@ def _evaluate(
                 0,
             )
             continue
-        pending[backend.submit(_job(cfg, population, cand, 0))] = (cand, 0)
+        queue.append((cand, 0))
+    capacity = max(1, int(getattr(backend, "capacity", 1)))
     durations: list[float] = []
     started = time.monotonic()
     try:
-        while pending:
+        while pending or queue:
+            while queue and len(pending) < capacity:
+                cand, attempt = queue.popleft()
+                pending[backend.submit(_job(cfg, population, cand, attempt))] = (cand, attempt)
             done, _ = wait(list(pending), timeout=1.0, return_when=FIRST_COMPLETED)
-            for fut in done:
+            for fut in sorted(done, key=lambda f: pending[f][0]["index"]):
                 cand, attempt = pending.pop(fut)
                 try:
                     result = fut.result()
@@ -345,12 +356,12 @@ def _evaluate(
                         cand["index"],
                         f"attempt {attempt} failed: {result.get('error')}\n{result.get('log') or ''}",
                     )
-                    pending[backend.submit(_job(cfg, population, cand, attempt + 1))] = (cand, attempt + 1)
+                    queue.appendleft((cand, attempt + 1))
                     continue
                 if isinstance(result.get("wall_time"), (int, float)):
                     durations.append(float(result["wall_time"]))
                 finish(cand, result, attempt + 1)
-            if 0 < len(pending) <= s.max_missing and durations:
+            if not queue and 0 < len(pending) <= s.max_missing and durations:
                 grace = STRAGGLER_FACTOR * statistics.median(durations)
                 if time.monotonic() - started > grace + sum(durations) / max(1, backend.capacity):
                     for fut, (cand, attempt) in list(pending.items()):

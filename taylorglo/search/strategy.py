@@ -1,9 +1,10 @@
 """CMA-ES behind a small ask/tell interface, with its random-number state kept inside.
 
-pycma draws its samples from the *global* numpy RNG. ``CMAStrategy`` owns a private numpy RNG state
-and swaps it in around every call into pycma (restoring the caller's global state afterwards), so
-that the pickled strategy is the whole truth: unpickling it and asking again yields exactly the same
-population, whatever else ran in the process. Fitness is minimized; non-finite values are refused
+pycma draws its samples from the *global* numpy RNG by default. ``CMAStrategy`` gives it a private
+``RandomState`` (option ``randn``) and, for any other global draw, swaps a private global state in
+around every call into pycma (restoring the caller's afterwards), so that the pickled strategy is
+the whole truth: unpickling it and asking again yields exactly the same population, whatever else
+ran in the process. Fitness is minimized; non-finite values are refused
 (map failures to an explicit penalty first: pycma would silently replace NaN by the median).
 pycma's own termination criteria that would end a search after one flat (e.g. all-failed)
 generation are disabled; the search loop enforces its generation limit and budget itself.
@@ -42,9 +43,14 @@ class CMAStrategy:
         self.seed = int(seed)
         self.generation = 0  # number of completed tells
         self._asked: list[list[float]] | None = None
-        self._rng_state = np.random.RandomState(self.seed % 2**32).get_state()
+        # pycma samples through options["randn"]; the default is the global np.random.randn, which
+        # pickles as a *copy* of the global RandomState and so would fork the stream on unpickling.
+        # Our own RandomState, pickled together with the pycma object, keeps one stream.
+        self._rng = np.random.RandomState(self.seed % 2**32)
+        self._rng_state = np.random.RandomState((self.seed + 1) % 2**32).get_state()
         options = {
             "popsize": self.population_size,
+            "randn": self._rng.randn,
             "seed": math.nan,  # "do nothing": our private RNG is swapped in around each call
             "verbose": -9,
             "verb_log": 0,

@@ -1,0 +1,60 @@
+"""Shared helpers for the search tests: synthetic experiment configs and journal comparison."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from taylorglo.search.runner import TIMING_FIELDS
+
+SYNTHETIC = "taylorglo.search.synthetic:evaluate"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def synthetic_config(**sections) -> dict:
+    """A small synthetic-evaluator experiment; ``sections`` update search/execution/task keys."""
+    cfg = {
+        "task": {"dataset": "digits"},
+        "search": {"order": 3, "population_size": 6, "generations": 4, "seed": 7},
+        "execution": {"backend": "inline", "evaluator": SYNTHETIC, "evaluator_options": {}},
+    }
+    for section, values in sections.items():
+        cfg[section].update(copy.deepcopy(values))
+    return cfg
+
+
+def journal_without_timing(directory) -> list[dict]:
+    """The journal sorted by (generation, index), without the fields that vary between runs."""
+    out = []
+    with open(Path(directory) / "journal.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            rec = json.loads(line)
+            for key in TIMING_FIELDS:
+                rec.pop(key, None)
+            out.append(rec)
+    return sorted(out, key=lambda r: (r["generation"], r["index"]))
+
+
+def strategy_fingerprint(directory) -> tuple:
+    from taylorglo.search.strategy import CMAStrategy
+
+    st = CMAStrategy.loads((Path(directory) / "state.pkl").read_bytes())
+    return st.generation, st.sigma, tuple(st.mean)
+
+
+def subprocess_env(**extra) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("TAYLORGLO_SEARCH_FAULT", None)
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def python() -> str:
+    return sys.executable

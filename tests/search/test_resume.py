@@ -1,0 +1,114 @@
+"""Crash and resume: kill -9 the search at several points; nothing finished is lost or retrained,
+and the resumed search ends with exactly the journal and strategy state of an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import journal_without_timing, strategy_fingerprint, subprocess_env, synthetic_config
+
+from taylorglo.search.runner import run_search
+
+POP, GENS = 6, 4
+
+
+def _config(marker_dir: Path, backend: str = "inline", sleep: float = 0.0) -> dict:
+    return synthetic_config(
+        search={"population_size": POP, "generations": GENS, "seed": 11},
+        execution={
+            "backend": backend,
+            "workers": 2,
+            "evaluator_options": {"marker_dir": str(marker_dir), "sleep": sleep},
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reference")
+    run_search(root / "exp", _config(root / "markers"), log=None)
+    return journal_without_timing(root / "exp"), strategy_fingerprint(root / "exp")
+
+
+def _run_cli(directory: Path, config: dict | None, fault: str | None = None, timeout: float = 60):
+    args = [sys.executable, "-m", "taylorglo.search", "run"]
+    if config is not None:
+        cfg_path = directory.parent / f"{directory.name}.json"
+        cfg_path.write_text(json.dumps(config))
+        args += [str(cfg_path), "--dir", str(directory)]
+    else:
+        args += [str(directory)]
+    env = subprocess_env(**({"TAYLORGLO_SEARCH_FAULT": fault} if fault else {}))
+    return subprocess.run(args + ["--no-progress"], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _trainings(marker_dir: Path) -> Counter:
+    """How many times each (generation, index) finished training, over all processes."""
+    count: Counter = Counter()
+    for p in marker_dir.iterdir():
+        g, c, _a, _n = p.name.split("-")
+        count[(int(g[1:]), int(c[1:]))] += 1
+    return count
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "after-journal:1:3",  # right after an evaluation is journaled, mid-generation
+        "before-tell:2",  # every evaluation of generation 2 journaled, strategy not updated
+        "replace:state.pkl@2",  # during the checkpoint write after generation 1
+        "replace:population.json@3",  # while storing the sampled generation 2
+    ],
+)
+def test_kill_at_a_fault_point_then_resume_equals_an_uninterrupted_run(tmp_path, reference, fault):
+    markers = tmp_path / "markers"
+    exp = tmp_path / "exp"
+    killed = _run_cli(exp, _config(markers), fault=fault)
+    assert killed.returncode == -9, killed.stderr
+    before = {(r["generation"], r["index"]) for r in journal_without_timing(exp)}
+    assert 0 < len(before) < POP * GENS
+    resumed = _run_cli(exp, None)
+    assert resumed.returncode == 0, resumed.stderr
+    assert journal_without_timing(exp) == reference[0]
+    assert strategy_fingerprint(exp) == reference[1]
+    # in-process evaluation: the kill never interrupts a training, so each candidate trained once
+    trained = {(r["generation"], r["index"]) for r in reference[0] if r["status"] != "invariant"}
+    assert _trainings(markers) == Counter(dict.fromkeys(trained, 1))
+
+
+def test_kill_9_during_training_with_worker_processes_then_resume(tmp_path, reference):
+    markers = tmp_path / "markers"
+    exp = tmp_path / "exp"
+    cfg_path = tmp_path / "exp.json"
+    cfg_path.write_text(json.dumps(_config(markers, backend="local", sleep=0.3)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "taylorglo.search", "run", str(cfg_path), "--dir", str(exp), "--no-progress"],
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    journal = exp / "journal.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # kill once generation 1 is half evaluated
+        if journal.exists() and journal.read_text().count("\n") >= POP + 3:
+            break
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait(10)
+    before = {(r["generation"], r["index"]) for r in journal_without_timing(exp)}
+    assert POP <= len(before) < POP * GENS
+    time.sleep(1.5)  # orphaned workers notice the dead host and exit
+    resumed = _run_cli(exp, None)
+    assert resumed.returncode == 0, resumed.stderr
+    assert journal_without_timing(exp) == reference[0]
+    assert strategy_fingerprint(exp) == reference[1]
+    trained = _trainings(markers)
+    for key in before:  # finished and journaled before the kill: never trained again
+        assert trained[key] <= 1, key
+    assert set(trained) == {(r["generation"], r["index"]) for r in reference[0] if r["status"] != "invariant"}
