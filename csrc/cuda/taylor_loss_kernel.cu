@@ -1,0 +1,520 @@
+// CUDA kernels of the Taylor loss (see ../taylor_loss.cpp for the math and the op contract).
+//
+// Memory traffic aims at the floor of a fused loss: the forward reads every logit once, the backward
+// reads every logit once and writes every gradient once (3 x element size per element in all).
+//  - Hard-label forward: one pass with an online power-sum state per thread: the running max M and
+//    R_m = sum e_j^m (m = 1..K, e_j = exp(z_j - M)) over non-target classes, rescaled by
+//    exp(M_old - M_new)^m when the max grows, then merged across the row (warp shuffles, then shared
+//    memory across warps). The target class is folded in at the end, so 1 - p_t = R_1 / total is never
+//    formed by cancellation.
+//  - Backward: one pass; p_j = exp(z_j - lse) from the saved statistics.
+//  - Soft labels: the forward needs p before evaluating f(x, p), so it makes two passes.
+// Launch configuration (chosen in one place, launch_config below): a warp per row for C <= 2048,
+// a 512-thread block per row beyond, and a thread per row for N-d inputs (classes strided by
+// `inner`, so neighbouring threads read neighbouring addresses). All index arithmetic is 64-bit;
+// kernels run on the current stream and never sync the host. Accumulation is in float (double for
+// float64 inputs); out-of-range labels trip a device-side assert naming the problem.
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <c10/macros/Macros.h>
+#include <torch/library.h>
+
+#include <cmath>
+
+#include "../checks.h"
+
+namespace taylorglo {
+namespace {
+
+__device__ __forceinline__ float dev_exp(float x) { return expf(x); }
+__device__ __forceinline__ double dev_exp(double x) { return exp(x); }
+__device__ __forceinline__ float dev_log(float x) { return logf(x); }
+__device__ __forceinline__ double dev_log(double x) { return log(x); }
+
+template <typename acc_t>
+__device__ __forceinline__ acc_t neg_inf() {
+  return -std::numeric_limits<acc_t>::infinity();
+}
+
+// Online state of max and power sums: sum_j exp(m (z_j - M)) for m = 1..K.
+template <typename acc_t, int KMAX>
+struct PowerSums {
+  acc_t M;
+  acc_t R[KMAX + 1];
+
+  __device__ __forceinline__ void init() {
+    M = neg_inf<acc_t>();
+#pragma unroll
+    for (int m = 0; m <= KMAX; ++m) R[m] = acc_t(0);
+  }
+
+  __device__ __forceinline__ void rescale(acc_t s, int K) {
+    acc_t sp = s;
+#pragma unroll
+    for (int m = 1; m <= KMAX; ++m) {
+      if (m <= K) {
+        R[m] *= sp;
+        sp *= s;
+      }
+    }
+  }
+
+  __device__ __forceinline__ void add(acc_t z, int K) {
+    if (z > M) {
+      rescale(dev_exp(M - z), K);  // exp(-inf) = 0 on the first element
+      M = z;
+    }
+    const acc_t e = dev_exp(z - M);  // NaN for NaN or +inf logits: the loss becomes NaN
+    acc_t pw = e;
+#pragma unroll
+    for (int m = 1; m <= KMAX; ++m) {
+      if (m <= K) {
+        R[m] += pw;
+        pw *= e;
+      }
+    }
+  }
+
+  __device__ __forceinline__ void merge(acc_t M2, const acc_t* R2, int K) {
+    const acc_t Mn = M > M2 ? M : M2;
+    if (Mn == neg_inf<acc_t>()) return;
+    const acc_t s1 = dev_exp(M - Mn), s2 = dev_exp(M2 - Mn);
+    acc_t p1 = s1, p2 = s2;
+#pragma unroll
+    for (int m = 1; m <= KMAX; ++m) {
+      if (m <= K) {
+        R[m] = R[m] * p1 + R2[m] * p2;
+        p1 *= s1;
+        p2 *= s2;
+      }
+    }
+    M = Mn;
+  }
+};
+
+// Butterfly reduction of a PowerSums over GROUP threads (GROUP in {1, 32, 512}); every thread of
+// the group ends with the row's state. `smem` holds (KMAX + 2) values per warp of the block.
+template <typename acc_t, int KMAX, int GROUP>
+__device__ __forceinline__ void group_reduce(PowerSums<acc_t, KMAX>& s, int K, acc_t* smem) {
+  if constexpr (GROUP == 1) {
+    return;
+  } else {
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) {
+      acc_t R2[KMAX + 1];
+      const acc_t M2 = __shfl_xor_sync(0xffffffffu, s.M, offset);
+#pragma unroll
+      for (int m = 1; m <= KMAX; ++m) R2[m] = __shfl_xor_sync(0xffffffffu, s.R[m], offset);
+      s.merge(M2, R2, K);
+    }
+    if constexpr (GROUP > 32) {
+      constexpr int kWarps = GROUP / 32;
+      const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+      if (lane == 0) {
+        smem[warp * (KMAX + 2)] = s.M;
+#pragma unroll
+        for (int m = 1; m <= KMAX; ++m) smem[warp * (KMAX + 2) + m] = s.R[m];
+      }
+      __syncthreads();
+      s.init();
+#pragma unroll 1
+      for (int w = 0; w < kWarps; ++w) s.merge(smem[w * (KMAX + 2)], smem + w * (KMAX + 2), K);
+      __syncthreads();  // smem may be reused by the caller
+    }
+  }
+}
+
+template <typename acc_t, int GROUP>
+__device__ __forceinline__ acc_t group_sum(acc_t v, acc_t* smem) {
+  if constexpr (GROUP == 1) {
+    return v;
+  } else {
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    if constexpr (GROUP > 32) {
+      const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+      if (lane == 0) smem[warp] = v;
+      __syncthreads();
+      v = acc_t(0);
+#pragma unroll 1
+      for (int w = 0; w < GROUP / 32; ++w) v += smem[w];
+      __syncthreads();
+    }
+    return v;
+  }
+}
+
+template <typename acc_t>
+__device__ __forceinline__ acc_t poly(const acc_t* c, int K, acc_t p) {
+  acc_t r = c[K];
+  for (int m = K - 1; m >= 0; --m) r = r * p + c[m];
+  return r;
+}
+
+template <typename acc_t>
+__device__ __forceinline__ acc_t poly_derivative(const acc_t* c, int K, acc_t p) {
+  acc_t r = acc_t(K) * c[K];
+  for (int m = K - 1; m >= 1; --m) r = r * p + acc_t(m) * c[m];
+  return r;
+}
+
+struct RowIndex {
+  int64_t row;   // position index in [0, rows)
+  int64_t base;  // offset of class 0 of this row
+  int lane;      // thread index within the row's group
+  bool valid;
+};
+
+template <int GROUP>
+__device__ __forceinline__ RowIndex row_index(const RowLayout l) {
+  RowIndex ri;
+  constexpr int kBlockRows = GROUP >= 256 ? 1 : 256 / GROUP;
+  ri.row = static_cast<int64_t>(blockIdx.x) * kBlockRows + threadIdx.x / GROUP;
+  ri.lane = threadIdx.x % GROUP;
+  ri.valid = ri.row < l.rows;
+  const int64_t o = ri.row / l.inner, i = ri.row % l.inner;
+  ri.base = o * l.C * l.inner + i;
+  return ri;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Hard labels
+
+template <typename scalar_t, typename acc_t, int KMAX, int GROUP>
+__global__ void __launch_bounds__(GROUP >= 256 ? GROUP : 256)
+    hard_forward_kernel(const scalar_t* __restrict__ logits, const int64_t* __restrict__ target,
+                        const acc_t* __restrict__ coef, acc_t* __restrict__ loss, acc_t* __restrict__ stats,
+                        const RowLayout l, const int K, const int64_t ignore_index) {
+  __shared__ acc_t smem[(GROUP > 32 ? GROUP / 32 : 1) * (KMAX + 2)];
+  const RowIndex ri = row_index<GROUP>(l);
+  if (!ri.valid) return;  // uniform per group (GROUP <= 32 is a warp; GROUP > 32 is a block of one row)
+  const int64_t t = target[ri.row];
+  acc_t* st = stats + 4 * ri.row;
+  if (t == ignore_index) {
+    if (ri.lane == 0) {
+      loss[ri.row] = acc_t(0);
+      st[0] = st[1] = st[2] = st[3] = acc_t(0);
+    }
+    return;
+  }
+  CUDA_KERNEL_ASSERT(t >= 0 && t < l.C && "taylorglo: target class index out of range [0, C)");
+  if (t < 0 || t >= l.C) return;
+
+  PowerSums<acc_t, KMAX> s;
+  s.init();
+  for (int64_t j = ri.lane; j < l.C; j += GROUP) {
+    if (j != t) s.add(static_cast<acc_t>(logits[ri.base + j * l.inner]), K);
+  }
+  group_reduce<acc_t, KMAX, GROUP>(s, K, smem);
+  if (ri.lane != 0) return;
+
+  // Fold in the target: total = sum_j exp(z_j - M), p_t = e_t / total, 1 - p_t = R_1 / total.
+  const acc_t zt = static_cast<acc_t>(logits[ri.base + t * l.inner]);
+  if (zt > s.M) {
+    s.rescale(dev_exp(s.M - zt), K);
+    s.M = zt;
+  }
+  const acc_t e_t = dev_exp(zt - s.M);
+  const acc_t total = s.R[1] + e_t;
+  const acc_t inv = acc_t(1) / total;
+  const acc_t* A = coef;
+  const acc_t* B = coef + (K + 1);
+  acc_t lossv = A[0] * acc_t(l.C - 1), Q = acc_t(0), scale = acc_t(1);
+#pragma unroll
+  for (int m = 1; m <= KMAX; ++m) {
+    if (m <= K) {
+      scale *= inv;
+      const acc_t S = s.R[m] * scale;
+      lossv += A[m] * S;
+      Q += acc_t(m) * A[m] * S;
+    }
+  }
+  const acc_t pt = e_t * inv;
+  lossv += poly(B, K, pt);
+  loss[ri.row] = -lossv;
+  st[0] = s.M + dev_log(total);
+  st[1] = Q + poly_derivative(B, K, pt) * pt;
+  st[2] = Q;
+  st[3] = s.R[1] * inv;
+}
+
+template <typename scalar_t, typename acc_t, int KMAX, int GROUP>
+__global__ void __launch_bounds__(GROUP >= 256 ? GROUP : 256)
+    hard_backward_kernel(const acc_t* __restrict__ grad_loss, const scalar_t* __restrict__ logits,
+                         const int64_t* __restrict__ target, const acc_t* __restrict__ coef,
+                         const acc_t* __restrict__ stats, scalar_t* __restrict__ grad, const RowLayout l, const int K,
+                         const int64_t ignore_index) {
+  const RowIndex ri = row_index<GROUP>(l);
+  if (!ri.valid) return;
+  const int64_t t = target[ri.row];
+  if (t == ignore_index || t < 0 || t >= l.C) {
+    CUDA_KERNEL_ASSERT((t == ignore_index || (t >= 0 && t < l.C)) &&
+                       "taylorglo: target class index out of range [0, C)");
+    for (int64_t j = ri.lane; j < l.C; j += GROUP) grad[ri.base + j * l.inner] = scalar_t(0);
+    return;
+  }
+  acc_t dA[KMAX + 1], B[KMAX + 1];
+#pragma unroll
+  for (int m = 0; m <= KMAX; ++m) {
+    dA[m] = (m < K) ? acc_t(m + 1) * coef[m + 1] : acc_t(0);
+    B[m] = (m <= K) ? coef[K + 1 + m] : acc_t(0);
+  }
+  const acc_t* st = stats + 4 * ri.row;
+  const acc_t lse = st[0], D = st[1], Q = st[2], omp = st[3];
+  const acc_t gscale = -grad_loss[ri.row];
+  for (int64_t j = ri.lane; j < l.C; j += GROUP) {
+    const int64_t off = ri.base + j * l.inner;
+    const acc_t p = dev_exp(static_cast<acc_t>(logits[off]) - lse);
+    acc_t g;
+    if (j == t) {
+      g = poly_derivative(B, K, p) * omp - Q;  // g_t - D without cancellation
+    } else {
+      acc_t gp = dA[KMAX];
+#pragma unroll
+      for (int m = KMAX - 1; m >= 0; --m) gp = gp * p + dA[m];
+      g = gp - D;
+    }
+    grad[off] = static_cast<scalar_t>(gscale * p * g);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Soft labels: f(x, p) = sum_{i,m} c[i][m] x^i p^m.
+
+template <typename acc_t>
+__device__ __forceinline__ void soft_eval(const acc_t* __restrict__ c, int K, acc_t x, acc_t p, acc_t& f, acc_t& g) {
+  acc_t fa = acc_t(0), ga = acc_t(0);
+  for (int m = K; m >= 0; --m) {
+    acc_t a = c[K * (K + 1) + m];
+    for (int i = K - 1; i >= 0; --i) a = a * x + c[i * (K + 1) + m];
+    fa = fa * p + a;
+    if (m >= 1) ga = ga * p + a * acc_t(m);
+  }
+  f = fa;
+  g = ga;
+}
+
+template <typename scalar_t, typename acc_t, int GROUP>
+__global__ void __launch_bounds__(GROUP >= 256 ? GROUP : 256)
+    soft_forward_kernel(const scalar_t* __restrict__ logits, const scalar_t* __restrict__ target,
+                        const acc_t* __restrict__ coef, acc_t* __restrict__ loss, acc_t* __restrict__ stats,
+                        const RowLayout l, const int K) {
+  __shared__ acc_t smem[(GROUP > 32 ? GROUP / 32 : 1) * 3];
+  const RowIndex ri = row_index<GROUP>(l);
+  if (!ri.valid) return;
+  PowerSums<acc_t, 1> s;
+  s.init();
+  for (int64_t j = ri.lane; j < l.C; j += GROUP) s.add(static_cast<acc_t>(logits[ri.base + j * l.inner]), 1);
+  group_reduce<acc_t, 1, GROUP>(s, 1, smem);
+  const acc_t lse = s.M + dev_log(s.R[1]);
+  acc_t fsum = acc_t(0), dsum = acc_t(0);
+  for (int64_t j = ri.lane; j < l.C; j += GROUP) {
+    const int64_t off = ri.base + j * l.inner;
+    const acc_t p = dev_exp(static_cast<acc_t>(logits[off]) - lse);
+    acc_t f, g;
+    soft_eval(coef, K, static_cast<acc_t>(target[off]), p, f, g);
+    fsum += f;
+    dsum += g * p;
+  }
+  fsum = group_sum<acc_t, GROUP>(fsum, smem);
+  dsum = group_sum<acc_t, GROUP>(dsum, smem);
+  if (ri.lane == 0) {
+    loss[ri.row] = -fsum;
+    stats[2 * ri.row] = lse;
+    stats[2 * ri.row + 1] = dsum;
+  }
+}
+
+template <typename scalar_t, typename acc_t, int GROUP>
+__global__ void __launch_bounds__(GROUP >= 256 ? GROUP : 256)
+    soft_backward_kernel(const acc_t* __restrict__ grad_loss, const scalar_t* __restrict__ logits,
+                         const scalar_t* __restrict__ target, const acc_t* __restrict__ coef,
+                         const acc_t* __restrict__ stats, scalar_t* __restrict__ grad, const RowLayout l, const int K) {
+  const RowIndex ri = row_index<GROUP>(l);
+  if (!ri.valid) return;
+  const acc_t lse = stats[2 * ri.row], D = stats[2 * ri.row + 1], gscale = -grad_loss[ri.row];
+  for (int64_t j = ri.lane; j < l.C; j += GROUP) {
+    const int64_t off = ri.base + j * l.inner;
+    const acc_t p = dev_exp(static_cast<acc_t>(logits[off]) - lse);
+    acc_t f, g;
+    soft_eval(coef, K, static_cast<acc_t>(target[off]), p, f, g);
+    grad[off] = static_cast<scalar_t>(gscale * p * (g - D));
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Launch configuration: the one place that maps a row layout to a kernel shape.
+
+struct LaunchConfig {
+  int group;    // threads per row: 1 (N-d inputs), 32 (C <= 2048) or 512
+  int threads;  // threads per block
+  int64_t blocks;
+};
+
+LaunchConfig launch_config(const RowLayout& l) {
+  LaunchConfig c;
+  if (l.inner > 1) {
+    c.group = 1;
+  } else if (l.C <= 2048) {
+    c.group = 32;
+  } else {
+    c.group = 512;
+  }
+  c.threads = c.group >= 256 ? c.group : 256;
+  const int64_t rows_per_block = c.threads / c.group;
+  c.blocks = (l.rows + rows_per_block - 1) / rows_per_block;
+  TORCH_CHECK(c.blocks <= std::numeric_limits<int32_t>::max(), "taylorglo: too many rows for one launch: ", l.rows);
+  return c;
+}
+
+template <typename F>
+void with_group(int group, F&& f) {
+  switch (group) {
+    case 1:
+      f(std::integral_constant<int, 1>{});
+      break;
+    case 32:
+      f(std::integral_constant<int, 32>{});
+      break;
+    default:
+      f(std::integral_constant<int, 512>{});
+      break;
+  }
+}
+
+template <typename F>
+void with_kmax(int K, F&& f) {
+  if (K <= 6) {
+    f(std::integral_constant<int, 6>{});
+  } else {
+    f(std::integral_constant<int, kMaxOrder>{});
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Op entry points
+
+std::tuple<at::Tensor, at::Tensor> hard_forward_cuda(const at::Tensor& logits_in, const at::Tensor& target_in,
+                                                     const at::Tensor& coef_in, int64_t ignore_index) {
+  const at::Tensor logits = logits_in.contiguous(), target = target_in.contiguous(), coef = coef_in.contiguous();
+  const RowLayout l = check_logits(logits);
+  check_hard_target(target, logits);
+  const int K = check_coef(coef, logits, /*hard=*/true);
+  c10::cuda::CUDAGuard guard(logits.device());
+  const auto opts = logits.options().dtype(acc_type(logits));
+  at::Tensor loss = at::empty(loss_shape(logits), opts);
+  at::Tensor stats = at::empty({l.rows, 4}, opts);
+  if (l.rows == 0) return {loss, stats};
+  const LaunchConfig cfg = launch_config(l);
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "taylorglo_hard_forward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    with_kmax(K, [&](auto kmax) {
+      with_group(cfg.group, [&](auto group) {
+        hard_forward_kernel<scalar_t, acc_t, decltype(kmax)::value, decltype(group)::value>
+            <<<cfg.blocks, cfg.threads, 0, stream>>>(logits.data_ptr<scalar_t>(), target.data_ptr<int64_t>(),
+                                                     coef.data_ptr<acc_t>(), loss.data_ptr<acc_t>(),
+                                                     stats.data_ptr<acc_t>(), l, K, ignore_index);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+    });
+  });
+  return {loss, stats};
+}
+
+at::Tensor hard_backward_cuda(const at::Tensor& grad_loss_in, const at::Tensor& logits_in, const at::Tensor& target_in,
+                              const at::Tensor& coef_in, const at::Tensor& stats, int64_t ignore_index) {
+  const at::Tensor logits = logits_in.contiguous(), target = target_in.contiguous(), coef = coef_in.contiguous();
+  const at::Tensor grad_loss = grad_loss_in.contiguous();
+  const RowLayout l = check_logits(logits);
+  check_hard_target(target, logits);
+  const int K = check_coef(coef, logits, /*hard=*/true);
+  check_stats(stats, l, 4, logits);
+  check_grad_loss(grad_loss, l, logits);
+  c10::cuda::CUDAGuard guard(logits.device());
+  at::Tensor grad = at::empty_like(logits, at::MemoryFormat::Contiguous);
+  if (l.rows == 0 || l.C == 0) return grad;
+  const LaunchConfig cfg = launch_config(l);
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "taylorglo_hard_backward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    with_kmax(K, [&](auto kmax) {
+      with_group(cfg.group, [&](auto group) {
+        hard_backward_kernel<scalar_t, acc_t, decltype(kmax)::value, decltype(group)::value>
+            <<<cfg.blocks, cfg.threads, 0, stream>>>(grad_loss.data_ptr<acc_t>(), logits.data_ptr<scalar_t>(),
+                                                     target.data_ptr<int64_t>(), coef.data_ptr<acc_t>(),
+                                                     stats.data_ptr<acc_t>(), grad.data_ptr<scalar_t>(), l, K,
+                                                     ignore_index);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+    });
+  });
+  return grad;
+}
+
+std::tuple<at::Tensor, at::Tensor> soft_forward_cuda(const at::Tensor& logits_in, const at::Tensor& target_in,
+                                                     const at::Tensor& coef_in) {
+  const at::Tensor logits = logits_in.contiguous(), target = target_in.contiguous(), coef = coef_in.contiguous();
+  const RowLayout l = check_logits(logits);
+  check_soft_target(target, logits);
+  const int K = check_coef(coef, logits, /*hard=*/false);
+  c10::cuda::CUDAGuard guard(logits.device());
+  const auto opts = logits.options().dtype(acc_type(logits));
+  at::Tensor loss = at::empty(loss_shape(logits), opts);
+  at::Tensor stats = at::empty({l.rows, 2}, opts);
+  if (l.rows == 0) return {loss, stats};
+  const LaunchConfig cfg = launch_config(l);
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "taylorglo_soft_forward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    with_group(cfg.group, [&](auto group) {
+      soft_forward_kernel<scalar_t, acc_t, decltype(group)::value><<<cfg.blocks, cfg.threads, 0, stream>>>(
+          logits.data_ptr<scalar_t>(), target.data_ptr<scalar_t>(), coef.data_ptr<acc_t>(), loss.data_ptr<acc_t>(),
+          stats.data_ptr<acc_t>(), l, K);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  });
+  return {loss, stats};
+}
+
+at::Tensor soft_backward_cuda(const at::Tensor& grad_loss_in, const at::Tensor& logits_in, const at::Tensor& target_in,
+                              const at::Tensor& coef_in, const at::Tensor& stats) {
+  const at::Tensor logits = logits_in.contiguous(), target = target_in.contiguous(), coef = coef_in.contiguous();
+  const at::Tensor grad_loss = grad_loss_in.contiguous();
+  const RowLayout l = check_logits(logits);
+  check_soft_target(target, logits);
+  const int K = check_coef(coef, logits, /*hard=*/false);
+  check_stats(stats, l, 2, logits);
+  check_grad_loss(grad_loss, l, logits);
+  c10::cuda::CUDAGuard guard(logits.device());
+  at::Tensor grad = at::empty_like(logits, at::MemoryFormat::Contiguous);
+  if (l.rows == 0 || l.C == 0) return grad;
+  const LaunchConfig cfg = launch_config(l);
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "taylorglo_soft_backward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    with_group(cfg.group, [&](auto group) {
+      soft_backward_kernel<scalar_t, acc_t, decltype(group)::value><<<cfg.blocks, cfg.threads, 0, stream>>>(
+          grad_loss.data_ptr<acc_t>(), logits.data_ptr<scalar_t>(), target.data_ptr<scalar_t>(),
+          coef.data_ptr<acc_t>(), stats.data_ptr<acc_t>(), grad.data_ptr<scalar_t>(), l, K);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  });
+  return grad;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(taylorglo, CUDA, m) {
+  m.impl("hard_forward", &hard_forward_cuda);
+  m.impl("hard_backward", &hard_backward_cuda);
+  m.impl("soft_forward", &soft_forward_cuda);
+  m.impl("soft_backward", &soft_backward_cuda);
+}
+
+}  // namespace taylorglo
