@@ -2,8 +2,9 @@
 
     python -m taylorglo.train --dataset digits --loss params:0,-1,0.5,1,0,0,0.5,0.5 --epochs 10 --seed 3
     python -m taylorglo.train --config run.json --set lr=0.05 --set decay_epochs=[5,8] --test --output r.json
+    python -m taylorglo.train --config-json '{"dataset": "mnist-5k", "epochs": 5}' --loss preset:NAME
 
-Options override ``--config`` (a JSON TrainConfig) in the order: config file, named options,
+Options override ``--config FILE`` / ``--config-json '{...}'`` (a JSON TrainConfig) in the order: config file, named options,
 ``--set key=value`` (the value read as JSON when it parses, else as a string). The result is printed
 as one JSON line on stdout (and written to ``--output``); a progress bar goes to stderr when it is a
 terminal. Exit status: 0 for ``ok``, ``diverged`` and ``below_threshold`` (results of the loss), 1
@@ -46,7 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m taylorglo.train",
         description="Train a model with a loss and report validation accuracy (one TaylorGLO candidate evaluation).",
     )
-    p.add_argument("--config", help="JSON file with TrainConfig fields")
+    cfg = p.add_mutually_exclusive_group()
+    cfg.add_argument("--config", help="JSON file with TrainConfig fields")
+    cfg.add_argument(
+        "--config-json",
+        dest="config_json",
+        metavar="JSON",
+        help="TrainConfig fields as an inline JSON object",
+    )
     p.add_argument(
         "--dataset", help="digits, mnist-5k, mnist, fashion-mnist, kmnist, cifar10, cifar100, svhn"
     )
@@ -102,6 +110,13 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
             cfg = json.load(f)
         if not isinstance(cfg, dict):
             raise ValueError(f"--config {args.config!r} must hold a JSON object, got {type(cfg).__name__}")
+    elif args.config_json:
+        try:
+            cfg = json.loads(args.config_json)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--config-json is not valid JSON ({e})") from None
+        if not isinstance(cfg, dict):
+            raise ValueError(f"--config-json must be a JSON object, got {type(cfg).__name__}")
     for dest, key in _NAMED.items():
         value = getattr(args, dest)
         if value is not None:
@@ -128,7 +143,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         spec = LossSpec.parse(args.loss)
         show = args.progress if args.progress is not None else sys.stderr.isatty()
         result = train(config, spec, evaluate_test=args.test, show_progress=show)
-    except (ValueError, DatasetUnavailableError, OSError) as e:
+    except (ValueError, DatasetUnavailableError, OSError) as e:  # config errors: one line, exit 2
         print(f"error: {e}", file=sys.stderr)
         return 2
     line = json.dumps(result.to_dict(), sort_keys=False)

@@ -2,7 +2,7 @@
 
 Importing this module registers, with ``timm.models.register_model``:
 
-- ``taylorglo_smallcnn``: three 3x3 conv-BN-ReLU blocks (max-pooled between), global average pool,
+- ``taylorglo_smallcnn``: three 3x3 conv-BN-ReLU blocks (16-32-64 channels), global average pool,
   linear head. Built for 8x8 (``digits``) and 28x28 (MNIST) inputs on a CPU; any size >= 4 works.
 - ``taylorglo_allcnn_c``: All-CNN-C (Springenberg et al. 2015), the paper's CIFAR model:
   96-96-96/2 - 192-192-192/2 - 192 (3x3) - 192 (1x1) - n (1x1), dropout 0.5 after each stride,
@@ -42,12 +42,14 @@ def _conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1) -> nn.S
 
 
 class SmallCNN(nn.Module):
-    """conv(w0)-conv(w1)-maxpool-conv(w2)-GAP-[dropout]-linear, 3x3 convs with ReLU (and BN if ``norm``).
+    """conv(w0)-conv(w1)-avgpool-conv(w2)-GAP-[dropout]-linear, 3x3 convs with ReLU (and BN if ``norm``).
 
     Input ``(N, in_chans, H, W)`` with H, W >= 2; output logits ``(N, num_classes)``. Inputs of 16
     pixels and more go through the first conv with stride 2 (28 -> 14 -> 7), so a 28x28 MNIST step
     costs only a few times an 8x8 ``digits`` step. BatchNorm makes training robust to odd losses
-    and learning rates but roughly doubles the CPU time of this small net.
+    and learning rates but roughly doubles the CPU time of this small net. Average pooling: on a
+    single CPU thread max pooling cost more than a conv here, and trained no better (mnist-5k: 0.95
+    against 0.96-0.97 for average pooling, 3 seeds).
     """
 
     def __init__(
@@ -81,7 +83,7 @@ class SmallCNN(nn.Module):
         stride = 2 if x.shape[-1] >= 16 else 1
         x = F.conv2d(x, self.conv1.weight, self.conv1.bias, stride=stride, padding=1)
         x = F.relu(self.norm1(x), inplace=True)
-        x = F.max_pool2d(self.block2(x), 2)
+        x = F.avg_pool2d(self.block2(x), 2)
         return self.block3(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

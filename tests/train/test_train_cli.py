@@ -103,3 +103,11 @@ def test_main_lists_datasets_and_models(capsys):
     assert "mnist-5k" in capsys.readouterr().out.split()
     assert main(["--list-models"]) == 0
     assert "taylorglo_resnet20" in capsys.readouterr().out.split()
+
+
+def test_main_takes_inline_config_json(capsys):
+    assert main(["--config-json", '{"epochs": 3, "max_steps": 1}', "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (result["config"]["epochs"], result["steps"]) == (3, 1)
+    assert main(["--config-json", "[1, 2]"]) == 2
+    assert "JSON object" in capsys.readouterr().err

@@ -153,3 +153,100 @@ def test_missing_dataset_without_download_names_the_data_root(tmp_path):
     ):
         load_dataset("cifar10", data_root=str(root), download=False)
     assert os.listdir(tmp_path) == []
+
+
+def _write_idx(path, array):
+    import struct
+
+    import numpy as np
+
+    array = np.asarray(array, dtype=np.uint8)
+    code = 0x0803 if array.ndim == 3 else 0x0801
+    with open(path, "wb") as f:
+        f.write(
+            struct.pack(">I", code) + b"".join(struct.pack(">I", d) for d in array.shape) + array.tobytes()
+        )
+
+
+@pytest.fixture
+def fake_mnist_root(tmp_path):
+    """A data root holding MNIST-format files (80 train, 20 test images) where torchvision looks."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", 80), ("t10k", 20)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 40, (n, 28, 28))
+        images[np.arange(n), labels, labels] = 255  # a learnable mark
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    return tmp_path
+
+
+def test_torchvision_dataset_on_disk_loads_without_download(fake_mnist_root):
+    data = load_dataset("mnist", data_root=str(fake_mnist_root), download=False)
+    assert data.train_images.shape == (80, 1, 28, 28) and data.test_images.shape == (20, 1, 28, 28)
+    assert data.train_images.dtype == torch.uint8 and data.train_labels.tolist()[:3] == [0, 1, 2]
+    assert data.train_images[3, 0, 3, 3] == 255
+
+
+def test_training_on_a_torchvision_dataset_from_disk(fake_mnist_root):
+    from taylorglo.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        dataset="mnist",
+        data_root=str(fake_mnist_root),
+        download=False,
+        validation_size=20,
+        epochs=2,
+        batch_size=16,
+    )
+    result = train(cfg, evaluate_test=True)
+    assert result.status == "ok" and result.steps == 2 * 4 and result.test_accuracy is not None
+
+
+def test_image_layouts_of_cifar_and_svhn_become_nchw():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from taylorglo.train.data import _as_tensors
+
+    nhwc = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+    nhwc[1, 0, 5, 2] = 7
+    x, y = _as_tensors(dataset_info("cifar10"), SimpleNamespace(data=nhwc, targets=[3, 4]))
+    assert x.shape == (2, 3, 32, 32) and x[1, 2, 0, 5] == 7 and y.tolist() == [3, 4]
+    nchw = np.zeros((2, 3, 32, 32), dtype=np.uint8)
+    x, y = _as_tensors(dataset_info("svhn"), SimpleNamespace(data=nchw, labels=np.array([1, 9])))
+    assert x.shape == (2, 3, 32, 32) and y.dtype == torch.int64
+
+
+def test_augmentation_is_a_padded_crop_and_flip_of_each_image():
+    from taylorglo.train.loop import _Batcher
+
+    info = dataset_info("cifar10")
+    images = torch.randint(1, 255, (16, 3, 32, 32), dtype=torch.uint8)
+    batcher = _Batcher(
+        info,
+        images,
+        torch.zeros(16, dtype=torch.int64),
+        torch.device("cpu"),
+        False,
+        True,
+        torch.Generator().manual_seed(0),
+    )
+    out = batcher._augment(images)
+    padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
+    flips = 0
+    for i in range(16):
+        windows = [
+            (padded[i, :, r : r + 32, c : c + 32], f) for r in range(9) for c in range(9) for f in (0, 1)
+        ]
+        matches = [f for w, f in windows if torch.equal(out[i], w.flip(-1) if f else w)]
+        assert matches, f"image {i} is not a crop of its padded original"
+        flips += matches[0]
+    assert 0 < flips < 16
+    # SVHN digits are cropped but never mirrored
+    assert not dataset_info("svhn").flip and dataset_info("svhn").crop_padding == 4
