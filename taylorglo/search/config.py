@@ -240,7 +240,7 @@ class ExperimentConfig:
                 f"{self.task.get('dataset', 'digits')!r} has no known class count; set search.num_classes "
                 f'or search.invariant_action = "off"'
             )
-        if validate_task:
+        if validate_task and e.evaluator == DEFAULT_EVALUATOR:
             self.validate_task()
 
     def validate_task(self) -> None:

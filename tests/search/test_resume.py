@@ -86,7 +86,7 @@ def test_kill_9_during_training_with_worker_processes_then_resume(tmp_path, refe
     markers = tmp_path / "markers"
     exp = tmp_path / "exp"
     cfg_path = tmp_path / "exp.json"
-    cfg_path.write_text(json.dumps(_config(markers, backend="local", sleep=0.3)))
+    cfg_path.write_text(json.dumps(_config(markers, backend="local", sleep=0.15)))
     proc = subprocess.Popen(
         [sys.executable, "-m", "taylorglo.search", "run", str(cfg_path), "--dir", str(exp), "--no-progress"],
         env=subprocess_env(),

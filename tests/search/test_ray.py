@@ -1,0 +1,85 @@
+"""A search on a real two-node Ray cluster on 127.0.0.1, inside private network and pid namespaces.
+
+``unshare -n -p -f --mount-proc`` gives the test its own network (loopback only, so Ray cannot
+probe or reach any outside address) and its own pid namespace: when the script ends, the kernel
+kills every process started in it (both Ray nodes included). Skips when Ray is missing or the
+namespaces are not permitted here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from conftest import REPO, SYNTHETIC, subprocess_env
+
+UNSHARE = ["unshare", "-n", "-p", "-f", "--mount-proc"]
+
+
+def _namespaces_permitted() -> bool:
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return False
+    try:
+        return subprocess.run([*UNSHARE, "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+pytestmark = [
+    pytest.mark.skipif(
+        importlib.util.find_spec("ray") is None, reason="Ray is not installed (pip install 'ray[default]')"
+    ),
+    pytest.mark.skipif(
+        not _namespaces_permitted(), reason="`unshare -n -p -f --mount-proc` is not permitted here"
+    ),
+]
+
+
+@pytest.mark.slow
+def test_search_on_a_two_node_ray_cluster_by_address(tmp_path):
+    port = 6391
+    cfg = {
+        "task": {"dataset": "digits"},
+        "search": {"population_size": 4, "generations": 2, "seed": 1},
+        "execution": {
+            "backend": "ray",
+            "ray_address": f"127.0.0.1:{port}",
+            "evaluator": SYNTHETIC,
+            "evaluator_options": {"sleep": 0.2},
+        },
+    }
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    ray_bin = str(__import__("pathlib").Path(sys.executable).with_name("ray"))
+    script = textwrap.dedent(
+        f"""
+        set -e
+        ip link set lo up
+        export RAY_USAGE_STATS_ENABLED=0
+        {ray_bin} start --head --port={port} --node-ip-address=127.0.0.1 --num-cpus=1 \\
+            --include-dashboard=false --disable-usage-stats > head.log 2>&1
+        {ray_bin} start --address=127.0.0.1:{port} --node-ip-address=127.0.0.1 --num-cpus=1 > node.log 2>&1
+        set +e
+        {sys.executable} -m taylorglo.search run cfg.json --dir exp --no-progress
+        rc=$?
+        {ray_bin} stop --force > /dev/null 2>&1
+        exit $rc
+        """
+    )
+    proc = subprocess.run(
+        [*UNSHARE, "bash", "-c", script],
+        cwd=tmp_path,
+        env=subprocess_env(PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "generation limit (2) reached" in proc.stdout
+    recs = [json.loads(line) for line in (tmp_path / "exp" / "journal.jsonl").read_text().splitlines()]
+    assert sorted((r["generation"], r["index"]) for r in recs) == [(g, i) for g in range(2) for i in range(4)]
+    assert all(r["status"] in ("ok", "invariant") for r in recs)
