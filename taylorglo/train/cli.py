@@ -153,6 +153,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with open(args.output, "w") as f:
             f.write(line + "\n")
     if result.status == "failed":
-        print(f"error: training failed: {result.error}", file=sys.stderr)
+        print(f"error: training failed: {result.error.splitlines()[0]}", file=sys.stderr)
     print(line, flush=True)
     return 1 if result.status == "failed" else 0

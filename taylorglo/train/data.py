@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable, Optional, Union
@@ -210,18 +211,32 @@ def dataset_info(name: str) -> DatasetInfo:
 def load_dataset(name: str, data_root: str = "", download: bool = True) -> LoadedDataset:
     """Load ``name`` into memory (cached per process; the returned tensors must not be modified).
 
+    The cache holds the last few datasets by (name, data root); ``data_root`` is ignored by the
+    offline datasets (``digits``, ``mnist-5k``), which come from installed packages.
+
     Raises:
         ValueError: unknown dataset name.
         DatasetUnavailableError: a torchvision dataset neither under ``data_root`` nor downloadable;
-            folders created by the failed attempt are removed again.
+            files and folders created by the failed attempt are removed again.
     """
     name = canonical_name(name)
     root = os.path.abspath(os.path.expanduser(data_root)) if name not in _OFFLINE else ""
-    return _load_cached(name, root, bool(download) if root else False)
+    key = (name, root)
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    data = _load(name, root, bool(download))
+    _CACHE[key] = data
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return data
 
 
-@lru_cache(maxsize=4)
-def _load_cached(name: str, root: str, download: bool) -> LoadedDataset:
+_CACHE: OrderedDict[tuple[str, str], LoadedDataset] = OrderedDict()
+_CACHE_SIZE = 4
+
+
+def _load(name: str, root: str, download: bool) -> LoadedDataset:
     info = DATASETS[name]
     if name in _OFFLINE:
         images, labels = _OFFLINE[name]()

@@ -55,7 +55,7 @@ class TrainResult:
             stop for ``diverged`` / ``below_threshold``; ``None`` if never measured.
         val_loss: the training loss evaluated on the validation split (same units as the loss).
         val_cross_entropy: mean cross-entropy on the validation split (comparable across losses).
-        test_accuracy, test_loss: only when ``evaluate_test=True``.
+        test_accuracy, test_loss: only when ``evaluate_test=True`` (and the weights are finite).
         train_loss: mean training loss over the last (partial) epoch.
         epochs: epochs run (fractional when ``max_steps`` ended an epoch early), ``steps``: optimizer
             steps. ``wall_time``: seconds for the whole call, data loading included.
@@ -284,7 +284,7 @@ def train(
         run = _Run(cfg, info, data, splits, model, criterion, device, steps_per_epoch, total_steps, result)
         try:
             run.fit(show_progress)
-            if evaluate_test:
+            if evaluate_test and run._weights_finite():  # NaN weights: test numbers would mean nothing
                 run.evaluate_test()
         except Exception as e:  # noqa: BLE001 - a failed training is a result, not a crash
             result.status = "failed"

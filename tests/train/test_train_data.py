@@ -192,6 +192,11 @@ def test_torchvision_dataset_on_disk_loads_without_download(fake_mnist_root):
     assert data.train_images[3, 0, 3, 3] == 255
 
 
+def test_cache_is_keyed_by_name_and_root_not_by_download(fake_mnist_root):
+    a = load_dataset("mnist", data_root=str(fake_mnist_root), download=False)
+    assert load_dataset("mnist", data_root=str(fake_mnist_root) + "/", download=True) is a
+
+
 def test_training_on_a_torchvision_dataset_from_disk(fake_mnist_root):
     from taylorglo.train import TrainConfig, train
 

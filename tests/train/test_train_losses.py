@@ -141,3 +141,14 @@ def test_time_varying_spec_builds_a_loss_with_progress():
 def test_unknown_preset_is_a_value_error():
     with pytest.raises(ValueError, match="definitely-not-a-preset"):
         build_loss("preset:definitely-not-a-preset", 10)
+
+
+def test_preset_spec_builds_the_presets_polynomial():
+    presets = pytest.importorskip("taylorglo.presets")
+    names = presets.list_presets()
+    if not names:
+        pytest.skip("no presets registered")
+    preset = presets.get_preset(names[0])
+    loss = build_loss(LossSpec.preset(names[0]), 10)
+    assert tuple(loss.params.tolist()) == pytest.approx(tuple(preset.params))
+    assert loss.has_progress == ("t" in preset.variables)
