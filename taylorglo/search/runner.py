@@ -312,7 +312,7 @@ def _evaluate(
         exp.append_evaluation(rec)  # the journal first: from here on the evaluation is never repeated
         fault_point(f"after-journal:{g}:{cand['index']}")
         records[cand["index"]] = rec
-        if result.get("log") or result.get("error"):
+        if result.get("log"):
             exp.write_log(
                 g,
                 cand["index"],
