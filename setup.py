@@ -76,7 +76,9 @@ def _extensions():
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
 
     here = os.path.dirname(os.path.abspath(__file__))
-    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    sources = sorted(
+        glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp"))
+    )
     cxx_flags = ["-O3", "-fdiagnostics-color=always"]
     if sys.platform.startswith("linux"):
         cxx_flags.append("-fopenmp")

@@ -6,7 +6,17 @@ computed by fused C++/CUDA kernels. ``python -m taylorglo.search`` finds such lo
 """
 
 from taylorglo.loss import TaylorLoss, taylor_loss
-from taylorglo.polynomial import TaylorPolynomial, infer_order, monomial_exponents, parameter_count
+from taylorglo.polynomial import (
+    TaylorPolynomial,
+    canonical_coordinates,
+    canonical_dimension,
+    check_invariant,
+    from_canonical,
+    infer_order,
+    invariant_margin,
+    monomial_exponents,
+    parameter_count,
+)
 from taylorglo.reference import taylor_loss_reference
 
 __version__ = "0.1.0"
@@ -15,7 +25,12 @@ __all__ = [
     "TaylorLoss",
     "TaylorPolynomial",
     "__version__",
+    "canonical_coordinates",
+    "canonical_dimension",
+    "check_invariant",
+    "from_canonical",
     "infer_order",
+    "invariant_margin",
     "monomial_exponents",
     "parameter_count",
     "taylor_loss",

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import itertools
 import math
+import weakref
 from collections.abc import Sequence
 from functools import lru_cache
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from taylorglo import ops
@@ -84,7 +84,9 @@ def power_basis(
     py = by * torch.pow(-cy, powers)[iy]
     if te is not None:
         if progress is None:
-            raise ValueError("a loss with the t variable needs the training progress t (set_progress or progress=)")
+            raise ValueError(
+                "a loss with the t variable needs the training progress t (set_progress or progress=)"
+            )
         coefs = coefs * torch.pow(progress.to(params.dtype) - params[n + 2], te)
     return torch.einsum("n,nr,ns->rs", coefs, px, py)
 
@@ -93,12 +95,17 @@ def power_basis(
 def _smoothing_matrix(order: int, eps: float, num_classes: int) -> list[list[float]]:
     """M[a][i]: x^i with x -> (1 - eps) x + eps / C, expanded: (..)^i = sum_a M[a][i] x^a."""
     s, u = 1.0 - eps, eps / num_classes
-    return [[math.comb(i, a) * s**a * u ** (i - a) if a <= i else 0.0 for i in range(order + 1)] for a in range(order + 1)]
+    return [
+        [math.comb(i, a) * s**a * u ** (i - a) if a <= i else 0.0 for i in range(order + 1)]
+        for a in range(order + 1)
+    ]
 
 
 def _check_inputs(logits: torch.Tensor, target: torch.Tensor, reduction: str, label_smoothing: float) -> bool:
     if not isinstance(logits, torch.Tensor) or not isinstance(target, torch.Tensor):
-        raise TypeError(f"logits and target must be tensors, got {type(logits).__name__} and {type(target).__name__}")
+        raise TypeError(
+            f"logits and target must be tensors, got {type(logits).__name__} and {type(target).__name__}"
+        )
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     if not 0.0 <= label_smoothing <= 1.0:
@@ -114,7 +121,9 @@ def _check_inputs(logits: torch.Tensor, target: torch.Tensor, reduction: str, la
             )
         return False
     if target.dtype == torch.bool or target.is_complex():
-        raise TypeError(f"target must hold class indices (an integer tensor) or class probabilities, got {target.dtype}")
+        raise TypeError(
+            f"target must hold class indices (an integer tensor) or class probabilities, got {target.dtype}"
+        )
     expected = (logits.shape[0], *logits.shape[2:])
     if tuple(target.shape) != expected:
         raise ValueError(
@@ -135,6 +144,31 @@ def validate_targets(target: torch.Tensor, num_classes: int, ignore_index: int =
         )
 
 
+def _kernel_coefficients(
+    params: torch.Tensor,
+    order: int,
+    variables: tuple[str, ...],
+    progress: torch.Tensor | None,
+    label_smoothing: float,
+    num_classes: int,
+    hard: bool,
+    acc: torch.dtype,
+) -> torch.Tensor:
+    """The kernels' coefficient tensor: (2, k+1) rows A, B for hard labels; (k+1, k+1) for soft."""
+    basis = power_basis(params.to(acc), order, variables, progress)  # (k+1, k+1): x^i y^j
+    if hard:
+        x_off = label_smoothing / num_classes
+        x_on = 1.0 - label_smoothing + x_off
+        xs = torch.tensor(
+            [[x_off**i for i in range(order + 1)], [x_on**i for i in range(order + 1)]], dtype=acc
+        )
+        return (xs.to(basis.device) @ basis).contiguous()  # A (non-target), B (target)
+    if label_smoothing:
+        m = torch.tensor(_smoothing_matrix(order, float(label_smoothing), num_classes), dtype=acc)
+        basis = m.to(basis.device) @ basis
+    return basis.contiguous()
+
+
 def taylor_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -148,6 +182,7 @@ def taylor_loss(
     label_smoothing: float = 0.0,
     backend: str = "auto",
     validate: bool = False,
+    _coef_cache: dict | None = None,
 ) -> torch.Tensor:
     """The Taylor loss of ``logits`` against ``target``, with the semantics of ``F.cross_entropy``.
 
@@ -193,7 +228,9 @@ def taylor_loss(
         raise ValueError(f"params are on {params.device} but logits on {logits.device}")
     if "t" in variables:
         if progress is None:
-            raise ValueError("a loss with the t variable needs the training progress: pass progress= (0 to 1)")
+            raise ValueError(
+                "a loss with the t variable needs the training progress: pass progress= (0 to 1)"
+            )
         if not isinstance(progress, torch.Tensor):
             progress = torch.tensor(float(progress), dtype=torch.float64)
         progress = progress.to(logits.device)
@@ -205,7 +242,9 @@ def taylor_loss(
     use_kernel = backend == "kernel" or (
         backend == "auto" and order <= ops.MAX_KERNEL_ORDER and ops.has_kernel(logits.device.type)
     )
-    if backend == "kernel" and not (ops.has_kernel(logits.device.type, warn=False) and order <= ops.MAX_KERNEL_ORDER):
+    if backend == "kernel" and not (
+        ops.has_kernel(logits.device.type, warn=False) and order <= ops.MAX_KERNEL_ORDER
+    ):
         raise RuntimeError(
             f"taylorglo: no compiled kernel for {logits.device.type} tensors with order {order} "
             f"(kernels: {ops.kernel_devices()}, orders <= {ops.MAX_KERNEL_ORDER}; {ops.EXTENSION_ERROR or 'built'})"
@@ -225,20 +264,45 @@ def taylor_loss(
         return out.squeeze(0) if unbatched and reduction == "none" else out
 
     num_classes = logits.shape[1]
-    basis = power_basis(params.to(acc), order, variables, progress)  # (k+1, k+1): x^i y^j
+    coef = None
+    cacheable = _coef_cache is not None and not _is_compiling()
+    if cacheable and torch.is_grad_enabled():
+        cacheable = not params.requires_grad and not (progress is not None and progress.requires_grad)
+    if cacheable:
+        key = (
+            params._version,
+            None if progress is None else progress._version,
+            logits.device,
+            acc,
+            num_classes,
+            hard,
+            float(label_smoothing),
+            order,
+        )
+        same_tensors = _coef_cache.get("params") is not None and _coef_cache["params"]() is params
+        if same_tensors and progress is not None:
+            same_tensors = _coef_cache["progress"] is not None and _coef_cache["progress"]() is progress
+        if same_tensors and _coef_cache.get("key") == key:
+            coef = _coef_cache["coef"]
+    if coef is None:
+        coef = _kernel_coefficients(
+            params, order, variables, progress, label_smoothing, num_classes, hard, acc
+        )
+        if cacheable:
+            _coef_cache.update(
+                key=key,
+                coef=coef,
+                params=weakref.ref(params),
+                progress=None if progress is None else weakref.ref(progress),
+            )
     logits_c = logits.contiguous()
     if hard:
-        x_off = label_smoothing / num_classes
-        x_on = 1.0 - label_smoothing + x_off
-        xs = torch.tensor([[x_off**i for i in range(order + 1)], [x_on**i for i in range(order + 1)]], dtype=acc)
-        coef = (xs.to(basis.device) @ basis).contiguous()  # (2, k+1): A (non-target), B (target)
-        per_pos, _ = torch.ops.taylorglo.hard_forward.default(logits_c, target.contiguous(), coef, ignore_index)
+        per_pos, _ = torch.ops.taylorglo.hard_forward.default(
+            logits_c, target.contiguous(), coef, ignore_index
+        )
     else:
-        if label_smoothing:
-            m = torch.tensor(_smoothing_matrix(order, float(label_smoothing), num_classes), dtype=acc)
-            basis = m.to(basis.device) @ basis
         per_pos, _ = torch.ops.taylorglo.soft_forward.default(
-            logits_c, target.to(logits.dtype).contiguous(), basis.contiguous()
+            logits_c, target.to(logits.dtype).contiguous(), coef
         )
 
     if reduction == "none":
@@ -321,10 +385,16 @@ class TaylorLoss(nn.Module):
         self.backend = backend
         self.validate = validate
         self.register_buffer("params", tensor)
-        self.register_buffer("progress", torch.zeros((), dtype=torch.float64), persistent="t" in self.variables)
+        self.register_buffer(
+            "progress", torch.zeros((), dtype=torch.float64), persistent="t" in self.variables
+        )
+        # The kernels' coefficients, reused while params and progress are unchanged (tensor versions).
+        self._coef_cache: dict = {}
 
     @classmethod
-    def cross_entropy_approximation(cls, order: int = 3, center: tuple[float, float] = (0.5, 0.5), **kwargs) -> TaylorLoss:
+    def cross_entropy_approximation(
+        cls, order: int = 3, center: tuple[float, float] = (0.5, 0.5), **kwargs
+    ) -> TaylorLoss:
         """The order-k Taylor approximation of cross-entropy around ``center`` (see TaylorPolynomial)."""
         return cls(TaylorPolynomial.cross_entropy(order, center), **kwargs)
 
@@ -349,7 +419,7 @@ class TaylorLoss(nn.Module):
         return taylor_loss(
             logits,
             target,
-            self.params.to(torch.float64 if logits.dtype == torch.float64 else torch.float32),
+            self.params,
             order=self.order,
             variables=self.variables,
             progress=self.progress if self.has_progress else None,
@@ -358,6 +428,7 @@ class TaylorLoss(nn.Module):
             label_smoothing=self.label_smoothing,
             backend=self.backend,
             validate=self.validate,
+            _coef_cache=self._coef_cache,
         )
 
     def extra_repr(self) -> str:

@@ -73,15 +73,23 @@ if EXTENSION_ERROR is None:
 
     @torch.library.register_fake("taylorglo::hard_forward")
     def _hard_forward_fake(logits, target, coef, ignore_index):
-        torch._check(logits.dim() >= 2, lambda: f"taylorglo: logits must have shape (N, C, ...), got {logits.shape}")
+        torch._check(
+            logits.dim() >= 2, lambda: f"taylorglo: logits must have shape (N, C, ...), got {logits.shape}"
+        )
         acc = _acc_dtype(logits)
-        return logits.new_empty(_loss_shape(logits), dtype=acc), logits.new_empty((_rows(logits), 4), dtype=acc)
+        return logits.new_empty(_loss_shape(logits), dtype=acc), logits.new_empty(
+            (_rows(logits), 4), dtype=acc
+        )
 
     @torch.library.register_fake("taylorglo::soft_forward")
     def _soft_forward_fake(logits, target, coef):
-        torch._check(logits.dim() >= 2, lambda: f"taylorglo: logits must have shape (N, C, ...), got {logits.shape}")
+        torch._check(
+            logits.dim() >= 2, lambda: f"taylorglo: logits must have shape (N, C, ...), got {logits.shape}"
+        )
         acc = _acc_dtype(logits)
-        return logits.new_empty(_loss_shape(logits), dtype=acc), logits.new_empty((_rows(logits), 2), dtype=acc)
+        return logits.new_empty(_loss_shape(logits), dtype=acc), logits.new_empty(
+            (_rows(logits), 2), dtype=acc
+        )
 
     @torch.library.register_fake("taylorglo::hard_backward")
     def _hard_backward_fake(grad_loss, logits, target, coef, stats, ignore_index):

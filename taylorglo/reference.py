@@ -95,5 +95,7 @@ def taylor_loss_reference(
         return per_position.sum().to(out_dtype)
     if reduction == "mean":
         count = per_position.numel() if valid is None else valid.sum()
-        return (per_position.sum() / torch.clamp(torch.as_tensor(count, device=logits.device), min=1)).to(out_dtype)
+        return (per_position.sum() / torch.clamp(torch.as_tensor(count, device=logits.device), min=1)).to(
+            out_dtype
+        )
     raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
