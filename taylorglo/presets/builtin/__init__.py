@@ -1,0 +1,1 @@
+"""Built-in preset documents (``*.json``, package data), read by ``taylorglo.presets.registry``."""

@@ -1,0 +1,669 @@
+"""Export a found loss as a pip-installable preset package.
+
+    path = export_experiment("runs/exp1", "cifar10-allcnnc")     # the search's best candidate
+    path = export_package(preset_from_vector([...], "my-loss"))  # or any vector / Preset
+    # pip install PATH; then TaylorLoss.from_preset("my-loss") in any environment
+
+The package written under ``out`` (default ``./taylorglo-preset-NAME``)::
+
+    pyproject.toml                  distribution taylorglo-preset-NAME, entry point in the group
+                                    taylorglo.presets: NAME = "taylorglo_preset_NAME:preset.json"
+    README.md                       formula (text and LaTeX), plot, provenance, results table
+    loss_shape.png                  the loss shape against cross-entropy (when matplotlib is installed)
+    src/taylorglo_preset_NAME/__init__.py, preset.json
+
+From a search experiment, :func:`preset_from_experiment` takes the best measured candidate of the
+journal (or the final CMA-ES mean), the config (dataset, model, training budget, search config),
+the generations and evaluations done, and the one-shot evaluations of that vector and of
+cross-entropy on the same seeds (``DIR/evaluations/*.jsonl``, written by ``python -m
+taylorglo.search evaluate``) for the results table. What the experiment does not record is left
+null, never estimated. This module reads experiment directories through ``taylorglo.search``
+(imported lazily): export is the search's output path (see STYLE.md, "written by search").
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import platform
+import re
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from taylorglo.polynomial import TaylorPolynomial, infer_order, validate_variables
+from taylorglo.presets.preset import NAME_PATTERN, Preset, invariant_summary
+
+__all__ = [
+    "current_versions",
+    "distribution_name",
+    "export_experiment",
+    "export_package",
+    "module_name",
+    "plot_loss_shape",
+    "preset_from_experiment",
+    "preset_from_vector",
+    "readme_text",
+]
+
+PathLike = Union[str, Path]
+_BUDGET_KEYS = (
+    "dataset",
+    "model",
+    "epochs",
+    "max_steps",
+    "batch_size",
+    "train_fraction",
+    "train_size",
+    "validation_size",
+    "optimizer",
+    "lr",
+    "schedule",
+    "weight_decay",
+)
+
+
+def current_versions() -> dict[str, Optional[str]]:
+    """Versions of taylorglo, python, torch, cma and numpy in this environment (None when absent)."""
+    from importlib import metadata
+
+    import taylorglo
+
+    out: dict[str, Optional[str]] = {"taylorglo": taylorglo.__version__, "python": platform.python_version()}
+    for pkg in ("torch", "cma", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise ValueError(
+            f"preset name {name!r} is not valid: use lowercase letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit, at most 64 characters (e.g. 'cifar10-allcnnc')"
+        )
+    return name
+
+
+def distribution_name(preset_name: str) -> str:
+    """``taylorglo-preset-NAME`` with '.' and '_' written as '-' (PEP 503 normal form)."""
+    return "taylorglo-preset-" + re.sub(r"[-_.]+", "-", _check_name(preset_name))
+
+
+def module_name(preset_name: str) -> str:
+    """``taylorglo_preset_NAME`` with every non-alphanumeric character written as '_'."""
+    return "taylorglo_preset_" + re.sub(r"[^a-z0-9]+", "_", _check_name(preset_name))
+
+
+# ----------------------------------------------------------------------------------------------
+def preset_from_vector(
+    vector: Sequence[float] | TaylorPolynomial,
+    name: str,
+    *,
+    order: Optional[int] = None,
+    variables: Sequence[str] = ("x", "y"),
+    description: str = "",
+    provenance: Optional[Mapping[str, Any]] = None,
+    results: Optional[Mapping[str, Any]] = None,
+    num_classes: int = 10,
+    versions: Optional[Mapping[str, Optional[str]]] = None,
+    date: Optional[str] = None,
+    tags: Sequence[str] = (),
+    notes: Sequence[str] = (),
+) -> Preset:
+    """A preset from a bare parameter vector (original TaylorGLO layout) and what is known of it.
+
+    ``provenance`` defaults to ``{"kind": "manual"}`` with everything else unknown; ``results``
+    to None (not measured). ``versions`` defaults to this environment's, ``date`` to today (UTC).
+    The invariant is computed at ``num_classes``.
+    """
+    _check_name(name)
+    if isinstance(vector, TaylorPolynomial):
+        poly = vector
+    else:
+        values = [float(v) for v in vector]
+        variables = validate_variables(variables)
+        poly = TaylorPolynomial(
+            values, order if order is not None else infer_order(len(values), variables), variables
+        )
+    doc = {
+        "name": name,
+        "description": description,
+        "order": poly.order,
+        "variables": list(poly.variables),
+        "params": list(poly.vector),
+        "provenance": dict(provenance) if provenance is not None else {"kind": "manual"},
+        "results": dict(results) if results is not None else None,
+        "invariant": invariant_summary(poly, num_classes),
+        "versions": dict(versions) if versions is not None else current_versions(),
+        "date": date if date is not None else datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
+        "tags": list(tags),
+        "notes": list(notes),
+    }
+    return Preset.from_dict(doc, source="preset_from_vector()")
+
+
+def _stats(values: Sequence[float]) -> dict:
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else None,
+        "n": len(values),
+    }
+
+
+def _measured_results(directory: Path, vector: Sequence[float], measured: Sequence[str]) -> Optional[dict]:
+    """Results of the one-shot evaluations of ``vector`` and cross-entropy on the same seeds, or None."""
+    edir = directory / "evaluations"
+    if not edir.is_dir():
+        return None
+    want = [float(v) for v in vector]
+    mine: dict[str, dict[int, dict]] = {}
+    ce: dict[int, dict] = {}
+    for path in sorted(edir.glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            spec = rec.get("spec") or {}
+            if rec.get("status") not in measured or not isinstance(rec.get("seed"), int):
+                continue
+            if spec.get("vector") is not None and [float(v) for v in spec["vector"]] == want:
+                mine.setdefault(path.name, {}).setdefault(rec["seed"], rec)
+            elif spec.get("loss") in ("cross-entropy", "ce") and "vector" not in spec:
+                ce.setdefault(rec["seed"], rec)
+    if not mine:
+        return None
+    file, runs = max(mine.items(), key=lambda kv: len(kv[1]))
+    for metric in ("test_accuracy", "val_accuracy"):
+        seeds = sorted(s for s, r in runs.items() if _finite(r.get(metric)))
+        if seeds:
+            break
+    else:
+        return None
+    a = [float(runs[s][metric]) for s in seeds]
+    ce_seeds = [s for s in seeds if s in ce and _finite(ce[s].get(metric))]
+    b = [float(ce[s][metric]) for s in ce_seeds]
+    out: dict[str, Any] = {
+        "metric": metric,
+        "protocol": {
+            "description": "one-shot trainings with the experiment's task config, one per seed; "
+            "cross-entropy on the same seeds (paired)",
+            "seeds": seeds,
+            "cross_entropy_seeds": ce_seeds,
+            "evaluations_file": f"evaluations/{file}",
+        },
+        "preset": _stats(a),
+        "cross_entropy": _stats(b) if b else None,
+        "p_value": None,
+        "test": None,
+    }
+    if len(a) > 1 and len(b) > 1:
+        from taylorglo.search.analysis import welch_ttest
+
+        p = welch_ttest(a, b)["p"]
+        if math.isfinite(p):
+            out["p_value"] = min(max(float(p), 0.0), 1.0)
+            out["test"] = "welch (two-sided)"
+    return out
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def preset_from_experiment(
+    directory: PathLike,
+    name: str,
+    *,
+    candidate: str = "best",
+    description: Optional[str] = None,
+    num_classes: Optional[int] = None,
+) -> Preset:
+    """A preset from a search experiment directory.
+
+    Args:
+        directory: the experiment (``config.json``, ``journal.jsonl``, ``state.pkl``).
+        name: the preset name.
+        candidate: ``"best"`` (the measured journal record with the lowest fitness) or ``"mean"``
+            (the CMA-ES mean after the last completed generation, mapped to the original layout).
+        description: one line; a default names the experiment and the selection.
+        num_classes: for the invariant; from the search config or the dataset when omitted.
+    """
+    from taylorglo.search.config import NUM_CLASSES, ExperimentConfig
+    from taylorglo.search.journal import ExperimentDir
+    from taylorglo.search.runner import MEASURED
+
+    _check_name(name)
+    if candidate not in ("best", "mean"):
+        raise ValueError(f"candidate must be 'best' or 'mean', got {candidate!r}")
+    exp = ExperimentDir(directory)
+    if not exp.exists():
+        raise FileNotFoundError(f"{directory} is not an experiment directory (no config.json)")
+    raw = exp.read_config()
+    cfg = ExperimentConfig.from_dict(raw, validate_task=False)
+    s = cfg.search
+    records = list(exp.evaluations())
+    state = exp.read_state()
+    generations = 0
+    strategy = None
+    if state is not None:
+        from taylorglo.search.strategy import CMAStrategy
+
+        strategy = CMAStrategy.loads(state)
+        generations = strategy.generation
+
+    if candidate == "best":
+        measured = [r for r in records if r.get("status") in MEASURED]
+        if not measured:
+            raise ValueError(
+                f"{directory} has no measured candidate yet ({len(records)} evaluations recorded)"
+            )
+        best = min(measured, key=lambda r: r["fitness"])
+        vector = [float(v) for v in best["vector"]]
+        picked = {
+            "selection": "best measured candidate of the journal (lowest fitness = 1 - val_accuracy)",
+            "generation": best.get("generation"),
+            "index": best.get("index"),
+            "fitness": best.get("fitness"),
+            "val_accuracy": best.get("val_accuracy"),
+            "status": best.get("status"),
+            "seed": best.get("seed"),
+        }
+    else:
+        if strategy is None:
+            raise ValueError(
+                f"{directory} has no completed generation (no state.pkl): there is no CMA-ES mean yet"
+            )
+        from taylorglo.search.space import SearchSpace
+
+        space = SearchSpace(s.order, tuple(s.variables), s.space)
+        vector = space.to_vector(strategy.mean)
+        picked = {
+            "selection": "CMA-ES mean after the last completed generation",
+            "generation": generations,
+            "sigma": strategy.sigma,
+            "space": s.space,
+            "coords": [float(c) for c in strategy.mean],
+        }
+
+    task = dict(cfg.task)
+    try:
+        from taylorglo.train import TrainConfig
+
+        effective = TrainConfig.from_dict(task).to_dict()
+    except Exception:
+        effective = task
+    budget = {k: effective[k] for k in _BUDGET_KEYS if k in effective and k not in ("dataset", "model")}
+    finished = [r["finished_at"] for r in records if _finite(r.get("finished_at"))]
+    date = None
+    if finished:
+        date = datetime.datetime.fromtimestamp(max(finished), datetime.timezone.utc).date().isoformat()
+    results = _measured_results(exp.path, vector, MEASURED)
+    unknown = []
+    if results is None:
+        unknown.append(
+            "measured results: no one-shot evaluations of this vector in the experiment "
+            "(run `python -m taylorglo.search evaluate DIR` before exporting the best candidate)"
+        )
+    elif results["cross_entropy"] is None:
+        unknown.append("cross-entropy under the same protocol: not evaluated")
+    unknown.append("the package versions of the search itself (not recorded in the journal)")
+    provenance = {
+        "kind": "search",
+        "dataset": effective.get("dataset"),
+        "model": effective.get("model"),
+        "training_budget": budget,
+        "search_config": {"search": cfg.to_dict()["search"], "task": raw.get("task", {})},
+        "generations": generations,
+        "evaluations": len(records),
+        "experiment": exp.path.resolve().name,
+        "candidate": picked,
+        "known": [],
+        "unknown": unknown,
+    }
+    if num_classes is None:
+        num_classes = s.num_classes or NUM_CLASSES.get(str(effective.get("dataset", "")).lower(), 10)
+    if description is None:
+        what = "best candidate" if candidate == "best" else "CMA-ES mean"
+        description = (
+            f"TaylorGLO loss found by a CMA-ES search ({what}) on {effective.get('dataset')} "
+            f"with {effective.get('model')}"
+        )
+    return preset_from_vector(
+        vector,
+        name,
+        order=s.order,
+        variables=tuple(s.variables),
+        description=description,
+        provenance=provenance,
+        results=results,
+        num_classes=int(num_classes),
+        date=date,
+        tags=["search"],
+        notes=["versions are those of the environment that exported the preset"],
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+def plot_loss_shape(preset: Preset, path: PathLike) -> Optional[Path]:
+    """Write the loss shape as a PNG (matplotlib, Agg); None when matplotlib is not installed.
+
+    Left: f(1, y) (target class) and f(0, y) (other classes) over y in [0, 1], each shifted so that
+    f(1, 1) = 0 and f(0, 0) = 0 (with hard labels a constant per label value changes nothing), with
+    cross-entropy's f = x log y. Right: -g = -df/dy, the gradient of the loss with respect to each
+    predicted probability, against cross-entropy's -1/y and 0. Polynomials with t are drawn at t = 1.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    poly = preset.polynomial
+    t = {"t": 1.0} if poly.has_progress else {}
+    ys = [i / 400 for i in range(401)]
+    ys_ce = [y for y in ys if y >= 0.02]
+    f1 = [poly(1.0, y, **t) - poly(1.0, 1.0, **t) for y in ys]
+    f0 = [poly(0.0, y, **t) - poly(0.0, 0.0, **t) for y in ys]
+    g1 = [-poly.derivative_y(1.0, y, **t) for y in ys]
+    g0 = [-poly.derivative_y(0.0, y, **t) for y in ys]
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(ys, f1, "-", color="C0", label=f"{preset.name}: f(1, y) (target)")
+    ax1.plot(ys, f0, "--", color="C0", label=f"{preset.name}: f(0, y) (other classes)")
+    ax1.plot(ys_ce, [math.log(y) for y in ys_ce], "-", color="C1", label="cross-entropy: log y")
+    ax1.plot(ys, [0.0] * len(ys), "--", color="C1", label="cross-entropy: 0")
+    ax1.set_xlabel("predicted probability y")
+    ax1.set_ylabel("f, shifted (loss = -sum_c f)")
+    ax1.set_title("f(x, y)")
+    lo, hi = min(f1 + f0 + [-4.0]), max(f1 + f0 + [0.5])
+    ax1.set_ylim(max(lo, -20.0) - 0.5, min(hi, 20.0) + 0.5)
+
+    ax2.plot(ys, g1, "-", color="C0", label=f"{preset.name}: -g(1, y)")
+    ax2.plot(ys, g0, "--", color="C0", label=f"{preset.name}: -g(0, y)")
+    ax2.plot(ys_ce, [-1.0 / y for y in ys_ce], "-", color="C1", label="cross-entropy: -1/y")
+    ax2.plot(ys, [0.0] * len(ys), "--", color="C1", label="cross-entropy: 0")
+    ax2.set_xlabel("predicted probability y")
+    ax2.set_ylabel("-g = dLoss/dy (up to a constant)")
+    ax2.set_title("-g(x, y) = -df/dy")
+    lo, hi = min(g1 + g0 + [-4.0]), max(g1 + g0 + [0.5])
+    ax2.set_ylim(max(lo, -50.0) - 0.5, min(hi, 50.0) + 0.5)
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    title = preset.name + (" (t = 1)" if poly.has_progress else "")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "unknown"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, (dict, list)):
+        return "`" + json.dumps(v, sort_keys=True) + "`"
+    return str(v).replace("|", "\\|")
+
+
+def _stats_cell(st: Optional[Mapping]) -> str:
+    if not st:
+        return "not measured"
+    std = f" ± {st['std']:.4f}" if st.get("std") is not None else ""
+    return f"{st['mean']:.4f}{std} (n = {st['n']})"
+
+
+def readme_text(preset: Preset, plot: Optional[str] = None) -> str:
+    """The README of an exported preset package (Markdown)."""
+    dist = distribution_name(preset.name)
+    lines = [
+        f"# {dist}",
+        "",
+        preset.description or f"The TaylorGLO loss preset `{preset.name}`.",
+        "",
+        "## Install and use",
+        "",
+        "```bash",
+        "pip install .            # from this folder (or the published name)",
+        "```",
+        "",
+        "```python",
+        "from taylorglo import TaylorLoss",
+        f'loss_fn = TaylorLoss.from_preset("{preset.name}")          # a drop-in for nn.CrossEntropyLoss',
+        "# or, with any taylorglo: taylorglo.presets.from_preset(...)",
+        "```",
+        "",
+        f"With the trainer: `python -m taylorglo.train ... --loss preset:{preset.name}`. taylorglo finds the",
+        "preset through the entry point group `taylorglo.presets` declared in `pyproject.toml`.",
+        "",
+        "## The loss",
+        "",
+        f"Order {preset.order} in the variables {', '.join(preset.variables)}; the per-sample loss is",
+        "-sum over classes c of f(x_c, y_c), with x the one-hot label and y = softmax(logits).",
+        "",
+        "```text",
+        f"f({', '.join(preset.variables)}) = {preset.formula('text')}",
+        "```",
+        "",
+        "$$",
+        f"f({', '.join(preset.variables)}) = {preset.formula('latex')}",
+        "$$",
+        "",
+        "Parameter vector (original TaylorGLO layout: coefficients, then centers):",
+        "",
+        "```json",
+        json.dumps(list(preset.params)),
+        "```",
+        "",
+    ]
+    if plot:
+        lines += [
+            f"![loss shape]({plot})",
+            "",
+            "Left: f(1, y) and f(0, y), shifted to f(1, 1) = 0 and f(0, 0) = 0, against cross-entropy's",
+            "log y and 0. Right: -g = -df/dy, the gradient of the loss with respect to each predicted",
+            "probability, against cross-entropy's -1/y and 0.",
+            "",
+        ]
+    lines += ["## Results", ""]
+    res = preset.results
+    if res is None:
+        lines += ["Not measured: no results were recorded with this loss.", ""]
+    else:
+        lines += [
+            f"Metric: `{res['metric']}`.",
+            "",
+            "| loss | mean ± std (n) |",
+            "|---|---|",
+            f"| {preset.name} | {_stats_cell(res.get('preset'))} |",
+            f"| cross-entropy (same protocol) | {_stats_cell(res.get('cross_entropy'))} |",
+            "",
+            f"p-value: {_cell(res.get('p_value'))}" + (f" ({res['test']})" if res.get("test") else ""),
+            "",
+        ]
+        if res.get("protocol") is not None:
+            lines += [f"Protocol: {_cell(res['protocol'])}", ""]
+    prov = preset.provenance or {}
+    lines += ["## Where it was found", "", "| field | value |", "|---|---|"]
+    for key in (
+        "kind",
+        "dataset",
+        "model",
+        "training_budget",
+        "generations",
+        "evaluations",
+        "experiment",
+        "candidate",
+        "reference",
+    ):
+        lines.append(f"| {key} | {_cell(prov.get(key))} |")
+    lines.append("")
+    if prov.get("search_config") is not None:
+        lines += [
+            "Search config:",
+            "",
+            "```json",
+            json.dumps(prov["search_config"], indent=1, sort_keys=True),
+            "```",
+            "",
+        ]
+    for key, title in (("known", "Known"), ("unknown", "Unknown")):
+        if prov.get(key):
+            lines += [f"{title}:", ""] + [f"- {item}" for item in prov[key]] + [""]
+    if preset.invariant:
+        inv = preset.invariant
+        lines += [
+            f"Invariant at n = {inv['num_classes']} classes (`taylorglo.polynomial.check_invariant`):",
+            "",
+        ]
+        for rule in ("gradient", "original"):
+            if rule in inv:
+                verdict = "passes" if inv[rule]["passes"] else "violates"
+                lines.append(f"- {rule} rule: {verdict} (margin {inv[rule]['margin']:.6g})")
+        lines.append("")
+    versions = ", ".join(f"{k} {v}" for k, v in (preset.versions or {}).items()) or "unknown"
+    lines += [f"Versions: {versions}. Date: {preset.date or 'unknown'}.", ""]
+    if preset.notes:
+        lines += ["Notes:", ""] + [f"- {n}" for n in preset.notes] + [""]
+    return "\n".join(lines)
+
+
+def _pyproject(preset: Preset, version: str) -> str:
+    dist, module = distribution_name(preset.name), module_name(preset.name)
+    desc = (
+        (preset.description or f"TaylorGLO loss preset {preset.name}")
+        .replace("\\", "\\\\")
+        .replace('"', '\\"')
+    )
+    return f"""[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "{dist}"
+version = "{version}"
+description = "{desc}"
+readme = "README.md"
+requires-python = ">=3.9"
+dependencies = ["taylorglo"]
+keywords = ["taylorglo", "loss-function", "pytorch"]
+
+[project.entry-points."taylorglo.presets"]
+"{preset.name}" = "{module}:preset.json"
+
+[tool.setuptools]
+package-dir = {{"" = "src"}}
+packages = ["{module}"]
+
+[tool.setuptools.package-data]
+{module} = ["preset.json"]
+"""
+
+
+def _init_py(preset: Preset) -> str:
+    return f'''"""The taylorglo loss preset {preset.name!r} (package data: ``preset.json``).
+
+taylorglo discovers it through the entry point group ``taylorglo.presets``; use it as
+``TaylorLoss.from_preset({preset.name!r})`` or ``--loss preset:{preset.name}``.
+"""
+
+import json
+from importlib import resources
+
+PRESET_NAME = {preset.name!r}
+
+
+def document() -> dict:
+    """The preset document (JSON)."""
+    return json.loads(resources.files(__name__).joinpath("preset.json").read_text(encoding="utf-8"))
+'''
+
+
+def export_package(
+    source: Preset | Mapping[str, Any] | PathLike | Sequence[float] | TaylorPolynomial,
+    out: Optional[PathLike] = None,
+    *,
+    name: Optional[str] = None,
+    candidate: str = "best",
+    order: Optional[int] = None,
+    variables: Sequence[str] = ("x", "y"),
+    description: Optional[str] = None,
+    version: str = "0.1.0",
+    overwrite: bool = False,
+    plot: bool = True,
+) -> Path:
+    """Write a pip-installable preset package to ``out`` (default ``./taylorglo-preset-NAME``).
+
+    ``source`` is one of
+
+    * a :class:`Preset` or a preset document (``name`` renames it),
+    * a search experiment directory (``str`` or ``Path``; ``name`` required; ``candidate``
+      ``"best"`` or ``"mean"``, see :func:`preset_from_experiment`),
+    * a bare parameter vector or ``TaylorPolynomial`` (``name`` required; ``order``,
+      ``variables``, ``description`` as in :func:`preset_from_vector`).
+
+    Refuses to write into a non-empty folder unless ``overwrite`` (which replaces the files this
+    function writes and leaves others alone). ``version`` is the package's version. Returns the folder.
+    """
+    if isinstance(source, Preset) or isinstance(source, Mapping):
+        preset = source if isinstance(source, Preset) else Preset.from_dict(source, source="export_package()")
+        if name is not None and name != preset.name:
+            doc = preset.to_dict()
+            doc["name"] = _check_name(name)
+            preset = Preset.from_dict(doc, source="export_package()")
+        if description is not None and description != preset.description:
+            doc = preset.to_dict()
+            doc["description"] = description
+            preset = Preset.from_dict(doc, source="export_package()")
+    elif isinstance(source, (str, Path)):
+        if name is None:
+            raise ValueError("export_package(DIR) needs name= for the preset")
+        preset = preset_from_experiment(source, name, candidate=candidate, description=description)
+    else:
+        if name is None:
+            raise ValueError("export_package(vector) needs name= for the preset")
+        preset = preset_from_vector(
+            source, name, order=order, variables=variables, description=description or ""
+        )
+    if not re.match(r"^[0-9]+(\.[0-9]+)*([a-z]+[0-9]*)?$", version):
+        raise ValueError(f"version must be a PEP 440 version such as '0.1.0', got {version!r}")
+    out = Path(out) if out is not None else Path(distribution_name(preset.name))
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"{out} is not empty; pass overwrite=True (--overwrite) or choose another --out"
+        )
+    module = module_name(preset.name)
+    pkg = out / "src" / module
+    pkg.mkdir(parents=True, exist_ok=True)
+    # Round trip through the validator once more: what we ship is what the registry will read.
+    text = preset.to_json()
+    Preset.from_json(text, source=str(pkg / "preset.json"))
+    (pkg / "preset.json").write_text(text, encoding="utf-8")
+    (pkg / "__init__.py").write_text(_init_py(preset), encoding="utf-8")
+    (out / "pyproject.toml").write_text(_pyproject(preset, version), encoding="utf-8")
+    plot_name = None
+    if plot:
+        written = plot_loss_shape(preset, out / "loss_shape.png")
+        if written is not None:
+            plot_name = written.name
+    (out / "README.md").write_text(readme_text(preset, plot_name), encoding="utf-8")
+    return out
+
+
+def export_experiment(
+    directory: PathLike, name: str, out: Optional[PathLike] = None, *, candidate: str = "best", **options: Any
+) -> Path:
+    """``export_package(directory, out, name=name, candidate=candidate, ...)``; returns the folder."""
+    return export_package(Path(directory), out, name=name, candidate=candidate, **options)

@@ -1,0 +1,285 @@
+"""The preset registry: built-in documents, third-party entry points, and ``register_preset``.
+
+Loading is lazy: the first call of :func:`list_presets`, :func:`get_preset` or
+:func:`register_preset` reads the built-in JSON documents (``taylorglo/presets/builtin/*.json``) and
+then every entry point of the group ``taylorglo.presets`` of the installed distributions
+(``importlib.metadata``). An entry point is either
+
+* a JSON resource inside a package, ``"my_pkg:preset.json"`` (the value ends in ``.json``; the part
+  after the colon is a path relative to the package, read with ``importlib.resources``), or
+* an object reference ``"my_pkg.module:presets"`` to a callable returning preset documents (a
+  mapping, a :class:`Preset`, or a list of them); a mapping or list itself is accepted too.
+
+A broken entry point (an import error, a callable that raises, invalid JSON, a malformed document)
+gives a :class:`PresetPluginWarning` naming the entry point and its distribution, and the other
+presets still load: a plugin can never make ``import taylorglo`` or ``get_preset`` of another
+preset fail. Two presets of the same name from different sources are an error
+(:class:`PresetConflictError`) naming both sources. ``TAYLORGLO_DISABLE_PLUGINS=1`` turns the
+entry-point discovery off (the built-ins and ``register_preset`` still work).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib
+import os
+import threading
+import warnings
+from collections.abc import Iterable, Mapping
+from importlib import metadata, resources
+from typing import Any, Optional
+
+from taylorglo.presets.preset import Preset, PresetError
+
+__all__ = [
+    "DISABLE_ENV",
+    "ENTRY_POINT_GROUP",
+    "PresetConflictError",
+    "PresetPluginWarning",
+    "UnknownPresetError",
+    "from_preset",
+    "get_preset",
+    "list_presets",
+    "register_preset",
+    "unregister_preset",
+]
+
+ENTRY_POINT_GROUP = "taylorglo.presets"
+DISABLE_ENV = "TAYLORGLO_DISABLE_PLUGINS"
+_BUILTIN_PACKAGE = "taylorglo.presets.builtin"
+
+
+class PresetPluginWarning(UserWarning):
+    """A third-party preset entry point could not be loaded (it is skipped)."""
+
+
+class PresetConflictError(ValueError):
+    """Two sources define a preset of the same name."""
+
+
+class UnknownPresetError(KeyError):
+    """No preset of that name is registered (a KeyError, as for a missing registry key)."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+_lock = threading.RLock()
+_presets: dict[str, Preset] = {}
+_loaded = False
+_loading = False
+
+
+def plugins_disabled() -> bool:
+    """Whether ``TAYLORGLO_DISABLE_PLUGINS`` turns entry-point discovery off (1/true/yes/on)."""
+    return os.environ.get(DISABLE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+# ----------------------------------------------------------------------------------------------
+def _add(preset: Preset, *, replace: bool = False) -> None:
+    old = _presets.get(preset.name)
+    if old is not None and not replace:
+        if old == preset and old.source == preset.source:
+            return  # the same document from the same source again (e.g. one distribution twice on sys.path)
+        raise PresetConflictError(
+            f"preset {preset.name!r} is defined twice: by {old.source} and by {preset.source}; "
+            f"uninstall or rename one of them (or set {DISABLE_ENV}=1 to ignore installed plugins)"
+        )
+    _presets[preset.name] = preset
+
+
+def _load_builtins() -> None:
+    root = resources.files(_BUILTIN_PACKAGE)
+    for entry in sorted(root.iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".json"):
+            source = f"built-in {entry.name}"
+            _add(Preset.from_json(entry.read_bytes(), source=source))
+
+
+def _entry_points() -> list:
+    eps = metadata.entry_points()
+    if hasattr(eps, "select"):
+        return list(eps.select(group=ENTRY_POINT_GROUP))
+    return list(eps.get(ENTRY_POINT_GROUP, []))  # Python 3.9
+
+
+def _describe(ep) -> str:
+    dist = getattr(ep, "dist", None)
+    owner = f"distribution {dist.name} {dist.version}" if dist is not None else "an unknown distribution"
+    return f"entry point {ep.name!r} = {ep.value!r} of {owner}"
+
+
+def _documents_of(ep) -> list[Any]:
+    value = ep.value.strip()
+    module, sep, attr = value.partition(":")
+    if sep and attr.strip().lower().endswith(".json"):
+        resource = resources.files(module.strip())
+        for part in attr.strip().split("/"):
+            resource = resource.joinpath(part)
+        return [resource.read_bytes()]
+    obj = ep.load()
+    if callable(obj) and not isinstance(obj, (Mapping, Preset)):
+        obj = obj()
+    if isinstance(obj, (Mapping, Preset, str, bytes)):
+        return [obj]
+    if isinstance(obj, Iterable):
+        return list(obj)
+    raise TypeError(f"returned {type(obj).__name__}; expected a preset document, a Preset or a list of them")
+
+
+def _load_plugins() -> None:
+    try:
+        eps = _entry_points()
+    except Exception as e:  # a broken installed metadata file must not break taylorglo
+        warnings.warn(
+            f"taylorglo: cannot list preset entry points: {type(e).__name__}: {e}", PresetPluginWarning, 2
+        )
+        return
+    seen: set[tuple[str, str, str]] = set()
+    for ep in eps:
+        dist = getattr(ep, "dist", None)
+        key = (dist.name if dist is not None else "", ep.name, ep.value)
+        if key in seen:  # Python 3.9 lists a distribution once per sys.path entry holding it
+            continue
+        seen.add(key)
+        where = _describe(ep)
+        try:
+            docs = _documents_of(ep)
+            found = []
+            for i, doc in enumerate(docs):
+                src = where if len(docs) == 1 else f"{where} (document {i})"
+                if isinstance(doc, (str, bytes)):
+                    found.append(Preset.from_json(doc, source=src))
+                else:
+                    found.append(Preset.from_dict(doc, source=src))
+        except PresetError as e:
+            warnings.warn(f"taylorglo: skipping preset plugin, {e}", PresetPluginWarning, 2)
+            continue
+        except Exception as e:
+            warnings.warn(
+                f"taylorglo: skipping preset plugin {where}: {type(e).__name__}: {e}", PresetPluginWarning, 2
+            )
+            continue
+        for preset in found:
+            _add(preset)
+
+
+def _ensure_loaded() -> None:
+    global _loaded, _loading
+    if _loaded:
+        return
+    with _lock:  # re-entrant: a plugin callable may call register_preset during discovery
+        if _loaded or _loading:
+            return
+        _loading = True
+        registered = dict(_presets)  # presets registered before discovery ran
+        _presets.clear()
+        try:
+            _load_builtins()
+            if not plugins_disabled():
+                _load_plugins()
+            for preset in registered.values():
+                _add(preset)
+            _loaded = True
+        except BaseException:
+            _presets.clear()
+            _presets.update(registered)
+            raise
+        finally:
+            _loading = False
+
+
+def _reset() -> None:
+    """Forget everything (discovery runs again on next use). For tests."""
+    global _loaded
+    with _lock:
+        _presets.clear()
+        _loaded = False
+
+
+# ----------------------------------------------------------------------------------------------
+def list_presets(pattern: Optional[str] = None) -> list[str]:
+    """Names of the available presets, sorted; ``pattern`` filters with shell wildcards (``"ce-*"``)."""
+    _ensure_loaded()
+    names = sorted(_presets)
+    if pattern is not None:
+        names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+    return names
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``; :class:`UnknownPresetError` (a KeyError) lists close names."""
+    if isinstance(name, Preset):
+        return name
+    _ensure_loaded()
+    try:
+        return _presets[name]
+    except (KeyError, TypeError):
+        pass
+    close = difflib.get_close_matches(str(name), list(_presets), n=3)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    plugins = f" (preset plugins are disabled by {DISABLE_ENV})" if plugins_disabled() else ""
+    raise UnknownPresetError(
+        f"no preset named {name!r}.{hint} Known presets: {', '.join(sorted(_presets))}{plugins}"
+    )
+
+
+def register_preset(
+    preset: Preset | Mapping[str, Any] | str,
+    *,
+    source: Optional[str] = None,
+    replace: bool = False,
+) -> Preset:
+    """Add a preset at runtime from a :class:`Preset`, a document mapping or a JSON string.
+
+    A name already taken is a :class:`PresetConflictError` naming both sources, unless
+    ``replace=True``. Returns the validated preset.
+    """
+    if source is None:
+        source = "register_preset()"
+    if isinstance(preset, Preset):
+        if source != "register_preset()" or preset.source == "<unknown>":
+            preset = Preset.from_dict(preset.to_dict(), source=source)
+    elif isinstance(preset, (str, bytes)):
+        preset = Preset.from_json(preset, source=source)
+    else:
+        preset = Preset.from_dict(preset, source=source)
+    _ensure_loaded()
+    with _lock:
+        _add(preset, replace=replace)
+    return preset
+
+
+def unregister_preset(name: str) -> Preset:
+    """Remove a preset from this process's registry (KeyError when absent); returns it."""
+    _ensure_loaded()
+    with _lock:
+        preset = get_preset(name)
+        del _presets[preset.name]
+        return preset
+
+
+_LOSS_OPTIONS = ("reduction", "ignore_index", "label_smoothing", "backend", "validate")
+
+
+def from_preset(name: str | Preset, *, loss_class: Optional[type] = None, **overrides: Any):
+    """A :class:`taylorglo.TaylorLoss` with the preset's polynomial.
+
+    ``overrides`` are the loss options (``reduction``, ``ignore_index``, ``label_smoothing``,
+    ``backend``, ``validate``); the polynomial itself (params, order, variables) is the preset's.
+    ``loss_class`` builds a subclass of TaylorLoss instead (used by ``TaylorLoss.from_preset``).
+    """
+    preset = get_preset(name)
+    bad = [k for k in overrides if k not in _LOSS_OPTIONS]
+    if bad:
+        fixed = [k for k in bad if k in ("params", "order", "variables")]
+        why = (
+            f"the preset fixes {', '.join(fixed)}; build TaylorLoss(params, ...) for another polynomial"
+            if fixed
+            else f"accepted: {', '.join(_LOSS_OPTIONS)}"
+        )
+        raise TypeError(f"from_preset({preset.name!r}) got unexpected option(s) {', '.join(bad)}: {why}")
+    if loss_class is None:
+        loss_class = importlib.import_module("taylorglo.loss").TaylorLoss
+    return loss_class(list(preset.params), order=preset.order, variables=preset.variables, **overrides)
