@@ -260,3 +260,23 @@ def test_dict_config_and_dict_loss_are_accepted():
     result = train({"epochs": 1, "max_steps": 2}, {"kind": "cross-entropy", "label_smoothing": 0.1})
     assert result.status == "ok" and result.loss == "cross-entropy;label_smoothing=0.1"
     assert result.config["max_steps"] == 2
+
+
+def test_num_threads_applies_during_the_run_only(monkeypatch):
+    seen = []
+    real_fit = loop._Run.fit
+
+    def spy(self, show_progress):
+        seen.append(torch.get_num_threads())
+        return real_fit(self, show_progress)
+
+    monkeypatch.setattr(loop._Run, "fit", spy)
+    torch.set_num_threads(1)
+    result = train(FAST.replace(max_steps=1, num_threads=2))
+    assert seen == [2] and torch.get_num_threads() == 1
+    assert result.versions["num_threads"] == 2
+
+
+def test_bf16_autocast_and_channels_last_run_on_cpu():
+    result = train(FAST.replace(max_steps=3, amp=True, channels_last=True))
+    assert result.status == "ok" and math.isfinite(result.val_loss)
