@@ -294,7 +294,9 @@ def cmd_invocation(args) -> int:
         return _error(f"generation {args.generation} has candidates 0..{len(cands) - 1}, not {args.index}", 2)
     cand = cands[args.index]
     task = dict(cfg.task, seed=cand["seed"])
-    loss = "params:" + ",".join(repr(float(v)) for v in cand["vector"])
+    from taylorglo.train.losses import LossSpec
+
+    loss = str(LossSpec.taylor(cand["vector"], order=cfg.search.order, variables=tuple(cfg.search.variables)))
     print(
         "python -m taylorglo.train --config-json "
         + shlex.quote(json.dumps(task, sort_keys=True))
