@@ -75,24 +75,26 @@ def cmd_export(args) -> int:
     given = [x for x in (args.dir, vector, preset) if x is not None]
     if len(given) != 1:
         return _error("give exactly one of an experiment DIR, --vector or --preset", 2)
+    if preset is None and args.name is None:
+        return _error(f"{'--vector' if vector is not None else 'an experiment DIR'} needs --name", 2)
     options = dict(out=args.out, version=args.version, overwrite=args.overwrite, plot=not args.no_plot)
     if args.description is not None:
         options["description"] = args.description
-    if preset is not None:
-        path = export_package(get_preset(preset), name=args.name, **options)
-    elif vector is not None:
-        if args.name is None:
-            return _error("--vector needs --name", 2)
-        try:
-            values = [float(v) for v in vector.split(",") if v.strip()]
-        except ValueError:
-            return _error(f"--vector must be comma-separated numbers, got {vector!r}", 2)
-        variables = tuple(v.strip() for v in args.variables.split(","))
-        path = export_package(values, name=args.name, order=args.order, variables=variables, **options)
-    else:
-        if args.name is None:
-            return _error("an experiment DIR needs --name", 2)
-        path = export_package(args.dir, name=args.name, candidate=args.candidate, **options)
+    try:
+        if preset is not None:
+            path = export_package(get_preset(preset), name=args.name, **options)
+        elif vector is not None:
+            try:
+                values = [float(v) for v in vector.split(",") if v.strip()]
+            except ValueError:
+                return _error(f"--vector must be comma-separated numbers, got {vector!r}", 2)
+            variables = tuple(v.strip() for v in getattr(args, "variables", "x,y").split(","))
+            order = getattr(args, "order", None)
+            path = export_package(values, name=args.name, order=order, variables=variables, **options)
+        else:
+            path = export_package(args.dir, name=args.name, candidate=args.candidate, **options)
+    except FileExistsError as exc:  # usage, not a crash: the same exit code from both CLIs
+        return _error(str(exc), 2)
     print(f"wrote {path}; install it with: pip install {path}")
     return 0
 

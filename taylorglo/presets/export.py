@@ -444,7 +444,11 @@ def readme_text(preset: Preset, plot: Optional[str] = None) -> str:
         "```",
         "",
         f"With the trainer: `python -m taylorglo.train ... --loss preset:{preset.name}`. taylorglo finds the",
-        "preset through the entry point group `taylorglo.presets` declared in `pyproject.toml`.",
+        "preset through the entry point group `taylorglo.presets` declared in `pyproject.toml`",
+        "(`python -m taylorglo.presets list` shows it once installed).",
+        "",
+        "To publish: choose a license (add a `LICENSE` file and a `license` field to `pyproject.toml`),",
+        "then `python -m build` and `twine upload dist/*`.",
         "",
         "## The loss",
         "",
@@ -491,8 +495,14 @@ def readme_text(preset: Preset, plot: Optional[str] = None) -> str:
             f"p-value: {_cell(res.get('p_value'))}" + (f" ({res['test']})" if res.get("test") else ""),
             "",
         ]
-        if res.get("protocol") is not None:
-            lines += [f"Protocol: {_cell(res['protocol'])}", ""]
+        protocol = res.get("protocol")
+        if isinstance(protocol, Mapping):
+            lines.append("Protocol:")
+            lines.append("")
+            lines += [f"- {k.replace('_', ' ')}: {_cell(v)}" for k, v in protocol.items()]
+            lines.append("")
+        elif protocol is not None:
+            lines += [f"Protocol: {_cell(protocol)}", ""]
     prov = preset.provenance or {}
     lines += ["## Where it was found", "", "| field | value |", "|---|---|"]
     for key in (

@@ -8,7 +8,10 @@ then every entry point of the group ``taylorglo.presets`` of the installed distr
 * a JSON resource inside a package, ``"my_pkg:preset.json"`` (the value ends in ``.json``; the part
   after the colon is a path relative to the package, read with ``importlib.resources``), or
 * an object reference ``"my_pkg.module:presets"`` to a callable returning preset documents (a
-  mapping, a :class:`Preset`, or a list of them); a mapping or list itself is accepted too.
+  mapping, a :class:`Preset`, JSON text, or a list of them); a mapping or list itself is accepted too.
+
+The preset's name is the document's ``name``; the entry point's own name is only a label. When one
+distribution is installed twice on ``sys.path``, the first copy wins (as in ``importlib.metadata``).
 
 A broken entry point (an import error, a callable that raises, invalid JSON, a malformed document)
 gives a :class:`PresetPluginWarning` naming the entry point and its distribution, and the other
@@ -24,6 +27,7 @@ import difflib
 import fnmatch
 import importlib
 import os
+import re
 import threading
 import warnings
 from collections.abc import Iterable, Mapping
@@ -97,16 +101,39 @@ def _load_builtins() -> None:
             _add(Preset.from_json(entry.read_bytes(), source=source))
 
 
-def _entry_points() -> list:
-    eps = metadata.entry_points()
-    if hasattr(eps, "select"):
-        return list(eps.select(group=ENTRY_POINT_GROUP))
-    return list(eps.get(ENTRY_POINT_GROUP, []))  # Python 3.9
+def _entry_points() -> list[tuple[Any, Any]]:
+    """(distribution, entry point) of the group, the first distribution of a name on sys.path winning.
+
+    Walking the distributions (rather than ``metadata.entry_points()``) gives every entry point its
+    distribution on all Python versions, for the messages.
+    """
+    out = []
+    seen: set[str] = set()
+    for dist in metadata.distributions():
+        try:
+            name = dist.metadata["Name"] or ""
+            key = re.sub(r"[-_.]+", "-", name).lower()
+            if key in seen:  # shadowed by an earlier sys.path entry, as importlib.metadata does
+                continue
+            seen.add(key)
+            eps = [ep for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP]
+        except Exception as e:  # a broken metadata folder must not break taylorglo
+            warnings.warn(
+                f"taylorglo: cannot read the entry points of an installed distribution "
+                f"({getattr(dist, '_path', '?')}): {type(e).__name__}: {e}",
+                PresetPluginWarning,
+                5,
+            )
+            continue
+        out += [(dist, ep) for ep in eps]
+    return out
 
 
-def _describe(ep) -> str:
-    dist = getattr(ep, "dist", None)
-    owner = f"distribution {dist.name} {dist.version}" if dist is not None else "an unknown distribution"
+def _describe(dist, ep) -> str:
+    try:
+        owner = f"distribution {dist.metadata['Name']} {dist.version}"
+    except Exception:
+        owner = "an unreadable distribution"
     return f"entry point {ep.name!r} = {ep.value!r} of {owner}"
 
 
@@ -133,17 +160,11 @@ def _load_plugins() -> None:
         eps = _entry_points()
     except Exception as e:  # a broken installed metadata file must not break taylorglo
         warnings.warn(
-            f"taylorglo: cannot list preset entry points: {type(e).__name__}: {e}", PresetPluginWarning, 2
+            f"taylorglo: cannot list preset entry points: {type(e).__name__}: {e}", PresetPluginWarning, 4
         )
         return
-    seen: set[tuple[str, str, str]] = set()
-    for ep in eps:
-        dist = getattr(ep, "dist", None)
-        key = (dist.name if dist is not None else "", ep.name, ep.value)
-        if key in seen:  # Python 3.9 lists a distribution once per sys.path entry holding it
-            continue
-        seen.add(key)
-        where = _describe(ep)
+    for dist, ep in eps:
+        where = _describe(dist, ep)
         try:
             docs = _documents_of(ep)
             found = []
@@ -154,11 +175,11 @@ def _load_plugins() -> None:
                 else:
                     found.append(Preset.from_dict(doc, source=src))
         except PresetError as e:
-            warnings.warn(f"taylorglo: skipping preset plugin, {e}", PresetPluginWarning, 2)
+            warnings.warn(f"taylorglo: skipping preset plugin, {e}", PresetPluginWarning, 4)
             continue
-        except Exception as e:
+        except (Exception, SystemExit) as e:  # a plugin's import may even call sys.exit
             warnings.warn(
-                f"taylorglo: skipping preset plugin {where}: {type(e).__name__}: {e}", PresetPluginWarning, 2
+                f"taylorglo: skipping preset plugin {where}: {type(e).__name__}: {e}", PresetPluginWarning, 4
             )
             continue
         for preset in found:

@@ -248,3 +248,27 @@ def test_python_dash_m_runs_the_command_line():
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["original-mnist", "original-older-search"]
+
+
+def test_the_export_arguments_plug_into_another_command_line(experiment, tmp_path, capsys):
+    # What `python -m taylorglo.search export DIR --name NAME [--out PATH]` does with these helpers.
+    import argparse
+
+    from taylorglo.presets.cli import add_export_arguments, cmd_export
+
+    parser = argparse.ArgumentParser(prog="python -m taylorglo.search")
+    sub = parser.add_subparsers(dest="command")
+    x = sub.add_parser("export")
+    add_export_arguments(x, dir_required=True)
+    x.set_defaults(func=cmd_export)
+    d, result = experiment
+    args = parser.parse_args(
+        ["export", str(d), "--name", "from-search", "--out", str(tmp_path / "s"), "--no-plot"]
+    )
+    assert args.func(args) == 0
+    doc = json.loads((tmp_path / "s/src/taylorglo_preset_from_search/preset.json").read_text())
+    assert doc["params"] == result.best["vector"] and doc["provenance"]["kind"] == "search"
+    assert args.func(args) == 2  # the folder is not empty now
+    assert "not empty" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["export", str(d)])  # --name is required there

@@ -44,6 +44,12 @@ def _plugins(root):
     )
     make_dist(
         root,
+        "broken-exit",
+        {"exits": "broken_exit_mod:presets"},
+        {"broken_exit_mod.py": "import sys\nsys.exit(3)\n"},
+    )
+    make_dist(
+        root,
         "broken-raises",
         {"raises": "broken_raises_mod:presets"},
         {"broken_raises_mod.py": "def presets():\n    raise RuntimeError('plugin exploded')\n"},
@@ -73,7 +79,7 @@ print(json.dumps(out))
     assert out["same"] is True
     assert "entry point 'several'" in out["source"] and "good-callable 1.0" in out["source"]
     warnings = out["warnings"]
-    assert len(warnings) == 4, warnings
+    assert len(warnings) == 5, warnings
     assert all(w.startswith("PresetPluginWarning") for w in warnings)
     text = "\n".join(warnings)
     expectations = {
@@ -81,6 +87,7 @@ print(json.dumps(out))
         "broken-json": ["'bad-json'", "not valid JSON"],
         "broken-document": ["'bad-doc'", "field 'params'", "has a wrong length"],
         "broken-raises": ["'raises'", "RuntimeError: plugin exploded"],
+        "broken-exit": ["'exits'", "SystemExit: 3"],
     }
     for dist, parts in expectations.items():
         (line,) = [w for w in warnings if f"distribution {dist} 1.0" in w]
@@ -131,3 +138,20 @@ def test_the_environment_variable_turns_discovery_off(tmp_path):
     ]
     # and it also silences a clash, which is the documented way out of one
     assert "json-loss" not in off["names"]
+
+
+def test_a_distribution_found_twice_on_sys_path_is_read_once_first_copy_winning(tmp_path):
+    for where, params in (("first", [1, 1, 1, 1, 1]), ("second", [2, 2, 2, 2, 2])):
+        make_dist(
+            tmp_path / where,
+            "twice-installed",
+            {"twice": f"twice_mod_{where}:presets"},
+            {f"twice_mod_{where}.py": f"def presets():\n    return {preset_doc('twice', params=params)!r}\n"},
+        )
+    out = run_python(
+        DISCOVER + "out['params'] = list(presets.get_preset('twice').params)\nprint(json.dumps(out))",
+        tmp_path / "first",
+        tmp_path / "second",
+    )
+    assert out["error"] is None and out["warnings"] == []
+    assert out["params"] == [1.0] * 5

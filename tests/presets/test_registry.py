@@ -85,3 +85,19 @@ def test_from_preset_passes_loss_options_and_refuses_to_change_the_polynomial(fr
 
     assert type(from_preset("ce-taylor-3", loss_class=MyLoss)) is MyLoss
     assert from_preset(get_preset("ce-taylor-2")).order == 2  # a Preset object works too
+
+
+def test_the_taylorloss_from_preset_classmethod_as_proposed_for_loss_py(monkeypatch, fresh_registry):
+    # The four lines proposed for TaylorLoss (loss.py is owned elsewhere); checked here as written.
+    def from_preset_method(cls, name, **overrides):
+        from taylorglo.presets import from_preset
+
+        return from_preset(name, loss_class=cls, **overrides)
+
+    class Sub(TaylorLoss):
+        pass
+
+    monkeypatch.setattr(TaylorLoss, "from_preset", classmethod(from_preset_method), raising=False)
+    loss = TaylorLoss.from_preset("ce-taylor-3", reduction="sum")
+    assert type(loss) is TaylorLoss and loss.reduction == "sum"
+    assert type(Sub.from_preset("ce-taylor-3")) is Sub
