@@ -144,7 +144,7 @@ class Preset:
                 f"preset document from {source} must be a JSON object, got {type(doc).__name__}"
             )
         raw_name = doc.get("name")
-        label = repr(raw_name) if isinstance(raw_name, str) else f"<unnamed> from {source}"
+        label = repr(raw_name) if isinstance(raw_name, str) else "<unnamed>"
 
         def bad(fld: str, msg: str) -> PresetError:
             return PresetError(f"preset {label} (from {source}): field {fld!r} {msg}")

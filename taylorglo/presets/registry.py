@@ -276,9 +276,9 @@ def unregister_preset(name: str) -> Preset:
     """Remove a preset from this process's registry (KeyError when absent); returns it."""
     _ensure_loaded()
     with _lock:
-        preset = get_preset(name)
-        del _presets[preset.name]
-        return preset
+        if name not in _presets:
+            get_preset(name)  # raises UnknownPresetError with suggestions
+        return _presets.pop(name)
 
 
 _LOSS_OPTIONS = ("reduction", "ignore_index", "label_smoothing", "backend", "validate")
