@@ -398,6 +398,16 @@ class TaylorLoss(nn.Module):
         """The order-k Taylor approximation of cross-entropy around ``center`` (see TaylorPolynomial)."""
         return cls(TaylorPolynomial.cross_entropy(order, center), **kwargs)
 
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> TaylorLoss:
+        """The loss of a named preset (``taylorglo.presets``).
+
+        Overrides: ``reduction``, ``ignore_index``, ``label_smoothing``, ``backend``, ``validate``.
+        """
+        from taylorglo.presets import from_preset
+
+        return from_preset(name, loss_class=cls, **overrides)
+
     @property
     def has_progress(self) -> bool:
         """Whether the loss depends on the training progress t (set it with ``set_progress``)."""

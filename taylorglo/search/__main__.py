@@ -10,6 +10,8 @@ and compare the best loss found with cross-entropy. Subcommands::
     evaluate DIR [--seeds N]        one-shot trainings of the best loss and cross-entropy over N seeds
     ttest A B                       Welch's t-test between two evaluation sets (DIR or .jsonl)
     invocation DIR GEN INDEX        the standalone training command of one candidate
+    export DIR --name NAME [--out PATH] [--candidate best|mean]
+                                    write the found loss as a pip-installable preset package
 
 Exit codes: 0 success, 1 runtime error or incomplete (status), 2 bad config or usage, 3 the
 directory is in use by another search.
@@ -371,6 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("generation", type=int)
     v.add_argument("index", type=int)
     v.set_defaults(func=cmd_invocation)
+    from taylorglo.presets.cli import add_export_arguments, cmd_export
+
+    x = sub.add_parser("export", help="write the best loss as a pip-installable preset package")
+    add_export_arguments(x, dir_required=True)
+    x.set_defaults(func=cmd_export)
     return p
 
 
