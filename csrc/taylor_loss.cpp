@@ -9,7 +9,7 @@
 //                (label smoothing is folded into x_off and x_on);
 //   soft labels: coef is (K+1, K+1): f(x, p) = sum_{i,m} coef[i][m] x^i p^m.
 //
-// With g = df/dp the gradient is  dL/dz_j = -p_j (g_j - D),  D = sum_k g_k p_k  (REFERENCE.md s.3).
+// With g = df/dp the gradient is  dL/dz_j = -p_j (g_j - D),  D = sum_k g_k p_k  (Gonzalez & Miikkulainen 2021).
 // Forward ops return the per-position loss and per-row statistics that make the backward one pass:
 //   hard: stats (rows, 4) = (lse, D, Q, 1 - p_t) with Q = sum_{k != t} A'(p_k) p_k, so the target
 //         gradient  -p_t (B'(p_t)(1 - p_t) - Q)  never forms 1 - p_t by cancellation;

@@ -265,7 +265,7 @@ def test_to_factorial_rejects_an_order_that_disagrees_with_the_polynomial():
 
 
 def test_canonical_dimension_matches_the_reference_table():
-    # REFERENCE.md section 6: k = 2..5 -> hard 2, 4, 6, 8; soft 2, 5, 9, 14.
+    # measured ranks for k = 2..5 -> hard 2, 4, 6, 8; soft 2, 5, 9, 14.
     assert [canonical_dimension(k, XY, "hard") for k in range(2, 6)] == [2, 4, 6, 8]
     assert [canonical_dimension(k, XY, "soft") for k in range(2, 6)] == [2, 5, 9, 14]
     assert [canonical_dimension(k, XYT, "hard") for k in range(2, 6)] == [k * (k - 1) for k in range(2, 6)]
@@ -442,7 +442,7 @@ def test_changing_any_single_canonical_coordinate_changes_the_logit_gradient(ord
 @pytest.mark.parametrize("labels", ["hard", "soft"])
 @pytest.mark.parametrize("order", [1, 2, 3, 4, 5])
 def test_measured_gradient_rank_equals_canonical_dimension(order, labels):
-    # REFERENCE.md section 6 measured 2, 4, 6, 8 (hard) and 2, 5, 9, 14 (soft) for k = 2..5.
+    # earlier measurements gave 2, 4, 6, 8 (hard) and 2, 5, 9, 14 (soft) for k = 2..5.
     assert measured_rank(order, XY, labels) == canonical_dimension(order, XY, labels)
 
 

@@ -18,7 +18,7 @@ the generations and evaluations done, and the one-shot evaluations of that vecto
 cross-entropy on the same seeds (``DIR/evaluations/*.jsonl``, written by ``python -m
 taylorglo.search evaluate``) for the results table. What the experiment does not record is left
 null, never estimated. This module reads experiment directories through ``taylorglo.search``
-(imported lazily): export is the search's output path (see STYLE.md, "written by search").
+(imported lazily): export is the search's output path (the search writes presets; nothing below the search imports it).
 """
 
 from __future__ import annotations

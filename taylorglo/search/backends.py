@@ -2,7 +2,7 @@
 
 ``LocalBackend``: a pool of persistent worker processes started with ``spawn`` (starting a Python
 process with torch costs seconds, so workers live for the whole search). Each worker runs one job
-at a time with a fixed number of torch threads (REFERENCE.md section 6: on 2 cores, 2 workers of
+at a time with a fixed number of torch threads (measured: on 2 cores, 2 workers of
 1 thread beat 1 worker of 2 threads) or one pinned GPU (``CUDA_VISIBLE_DEVICES``). The backend
 knows which job each worker holds, so a worker that dies fails exactly its own job's future (with
 ``WorkerDied``) and is replaced; the other jobs are unaffected.

@@ -2,7 +2,7 @@
 
 ``original``: CMA-ES moves over the full TaylorGLO vector (coefficients, then centers), as the
 original system did. ``canonical``: it moves only over the directions that change training
-(2(k-1) of them for hard labels, REFERENCE.md section 6) and each point is turned into a vector in
+(2(k-1) of them for hard labels, see taylorglo.polynomial.canonical_dimension) and each point is turned into a vector in
 the original layout by ``taylorglo.polynomial.from_canonical``. Candidates are always stored in the
 original layout, so journals of both spaces read the same.
 

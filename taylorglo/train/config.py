@@ -4,8 +4,8 @@ One :class:`TrainConfig` describes everything that decides a training run except
 data (dataset, splits, augmentation), the model, the optimizer and learning-rate schedule, the
 budget (epochs or steps), the seed and the early-stop rules. The defaults follow the original
 TaylorGLO trainer where it applies (SGD with momentum 0.9, batch 128, validation carved from the
-training set with seed 42, abort when validation accuracy is under 0.15 after epoch 10; REFERENCE.md
-section 4) and are sized so that ``train(TrainConfig())`` fits the small CNN on ``digits`` in a few
+training set with seed 42, abort when validation accuracy is under 0.15 after epoch 10)
+and are sized so that ``train(TrainConfig())`` fits the small CNN on ``digits`` in a few
 seconds on a laptop CPU.
 
 Every field is validated on construction; :meth:`TrainConfig.from_dict` also rejects unknown keys,

@@ -6,7 +6,7 @@ those tensors directly with a seeded ``torch.Generator`` instead of starting Dat
 Images are stored as they come (``uint8`` for the torchvision datasets) and normalized per batch,
 which keeps CIFAR-sized sets at 150 MB instead of 600 MB of float32.
 
-Splits (REFERENCE.md section 4): the training set is shuffled once with ``split_seed`` (42 in the
+Splits (as in the original TaylorGLO trainer): the training set is shuffled once with ``split_seed`` (42 in the
 original) and the *last* ``validation_size`` examples are held out for validation; ``train_fraction``
 / ``train_size`` then keep a prefix of the rest, so the subset does not depend on the run's seed. The
 test split is the official one, or, for datasets without one (``digits``, ``mnist-5k``), a fixed

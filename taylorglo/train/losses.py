@@ -3,7 +3,7 @@
 A :class:`LossSpec` names a loss in a form that survives JSON, command lines and journals:
 
 - ``cross-entropy`` (the baseline; ``cross-entropy;label_smoothing=0.1`` with smoothing),
-- ``params:v1,v2,...`` a TaylorGLO parameter vector (REFERENCE.md section 3), optionally followed
+- ``params:v1,v2,...`` a TaylorGLO parameter vector (the original TaylorGLO layout, see taylorglo.polynomial), optionally followed
   by ``;order=K`` and ``;variables=x,y,t`` (order is inferred from the length when omitted; the
   variables default to ``x,y``),
 - ``preset:NAME`` a named loss from :mod:`taylorglo.presets`.

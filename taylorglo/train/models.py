@@ -6,7 +6,7 @@ Importing this module registers, with ``timm.models.register_model``:
   linear head. Built for 8x8 (``digits``) and 28x28 (MNIST) inputs on a CPU; any size >= 4 works.
 - ``taylorglo_allcnn_c``: All-CNN-C (Springenberg et al. 2015), the paper's CIFAR model:
   96-96-96/2 - 192-192-192/2 - 192 (3x3) - 192 (1x1) - n (1x1), dropout 0.5 after each stride,
-  global average pool. (REFERENCE.md section 4.)
+  global average pool. (as in the original TaylorGLO trainer.)
 - ``taylorglo_resnet20`` / ``32`` / ``56``: the CIFAR ResNets of He et al. 2016 (3 stages of
   16/32/64 channels, n basic blocks each, 1x1 projection shortcuts when the shape changes).
 
