@@ -1,7 +1,7 @@
 // Argument checks shared by the CPU and CUDA kernels: every message names the argument and the value.
 #pragma once
 
-#include <ATen/core/Tensor.h>
+#include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
 namespace taylorglo {
@@ -93,6 +93,48 @@ inline std::vector<int64_t> loss_shape(const at::Tensor& logits) {
   shape.push_back(logits.size(0));
   for (int64_t d = 2; d < logits.dim(); ++d) shape.push_back(logits.size(d));
   return shape;
+}
+
+// The validated, contiguous arguments of one op call (CPU and CUDA entry points share these checks).
+struct OpArgs {
+  at::Tensor grad_loss, logits, target, coef, stats;
+  RowLayout l;
+  int K;
+  bool hard;
+  int64_t stats_width() const { return hard ? 4 : 2; }
+};
+
+inline OpArgs check_forward_args(const at::Tensor& logits, const at::Tensor& target, const at::Tensor& coef,
+                                 bool hard) {
+  OpArgs a;
+  a.hard = hard;
+  a.logits = logits.contiguous();
+  a.target = target.contiguous();
+  a.coef = coef.contiguous();
+  a.l = check_logits(a.logits);
+  if (hard) {
+    check_hard_target(a.target, a.logits);
+  } else {
+    check_soft_target(a.target, a.logits);
+  }
+  a.K = check_coef(a.coef, a.logits, hard);
+  return a;
+}
+
+inline OpArgs check_backward_args(const at::Tensor& grad_loss, const at::Tensor& logits, const at::Tensor& target,
+                                  const at::Tensor& coef, const at::Tensor& stats, bool hard) {
+  OpArgs a = check_forward_args(logits, target, coef, hard);
+  a.grad_loss = grad_loss.contiguous();
+  a.stats = stats;
+  check_stats(a.stats, a.l, a.stats_width(), a.logits);
+  check_grad_loss(a.grad_loss, a.l, a.logits);
+  return a;
+}
+
+// Per-position loss (the logits' shape without dim 1) and per-row statistics, in the accumulation type.
+inline std::tuple<at::Tensor, at::Tensor> forward_outputs(const OpArgs& a) {
+  const auto opts = a.logits.options().dtype(acc_type(a.logits));
+  return {at::empty(loss_shape(a.logits), opts), at::empty({a.l.rows, a.stats_width()}, opts)};
 }
 
 }  // namespace taylorglo

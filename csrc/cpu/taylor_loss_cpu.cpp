@@ -63,58 +63,38 @@ const Kernels& kernels() {
   return k;
 }
 
-std::tuple<at::Tensor, at::Tensor> hard_forward_cpu(const at::Tensor& logits_in, const at::Tensor& target_in,
+std::tuple<at::Tensor, at::Tensor> hard_forward_cpu(const at::Tensor& logits, const at::Tensor& target,
                                                     const at::Tensor& coef, int64_t ignore_index) {
-  const at::Tensor logits = logits_in.contiguous(), target = target_in.contiguous();
-  const RowLayout l = check_logits(logits);
-  check_hard_target(target, logits);
-  const int K = check_coef(coef, logits, /*hard=*/true);
-  const auto opts = logits.options().dtype(acc_type(logits));
-  at::Tensor loss = at::empty(loss_shape(logits), opts);
-  at::Tensor stats = at::empty({l.rows, 4}, opts);
-  if (l.rows > 0) kernels().hard_forward(logits, target, coef.contiguous(), ignore_index, loss, stats, l, K);
-  return {loss, stats};
+  const OpArgs a = check_forward_args(logits, target, coef, /*hard=*/true);
+  auto out = forward_outputs(a);
+  if (a.l.rows > 0)
+    kernels().hard_forward(a.logits, a.target, a.coef, ignore_index, std::get<0>(out), std::get<1>(out), a.l, a.K);
+  return out;
 }
 
-at::Tensor hard_backward_cpu(const at::Tensor& grad_loss_in, const at::Tensor& logits_in, const at::Tensor& target_in,
+at::Tensor hard_backward_cpu(const at::Tensor& grad_loss, const at::Tensor& logits, const at::Tensor& target,
                              const at::Tensor& coef, const at::Tensor& stats, int64_t ignore_index) {
-  const at::Tensor logits = logits_in.contiguous(), target = target_in.contiguous();
-  const at::Tensor grad_loss = grad_loss_in.contiguous();
-  const RowLayout l = check_logits(logits);
-  check_hard_target(target, logits);
-  const int K = check_coef(coef, logits, /*hard=*/true);
-  check_stats(stats, l, 4, logits);
-  check_grad_loss(grad_loss, l, logits);
-  at::Tensor grad = at::empty_like(logits, at::MemoryFormat::Contiguous);
-  if (l.rows > 0 && l.C > 0)
-    kernels().hard_backward(grad_loss, logits, target, coef.contiguous(), stats, ignore_index, grad, l, K);
+  const OpArgs a = check_backward_args(grad_loss, logits, target, coef, stats, /*hard=*/true);
+  at::Tensor grad = at::empty_like(a.logits, at::MemoryFormat::Contiguous);
+  if (a.l.rows > 0 && a.l.C > 0)
+    kernels().hard_backward(a.grad_loss, a.logits, a.target, a.coef, a.stats, ignore_index, grad, a.l, a.K);
   return grad;
 }
 
-std::tuple<at::Tensor, at::Tensor> soft_forward_cpu(const at::Tensor& logits_in, const at::Tensor& target_in,
+std::tuple<at::Tensor, at::Tensor> soft_forward_cpu(const at::Tensor& logits, const at::Tensor& target,
                                                     const at::Tensor& coef) {
-  const at::Tensor logits = logits_in.contiguous(), target = target_in.contiguous();
-  const RowLayout l = check_logits(logits);
-  check_soft_target(target, logits);
-  const int K = check_coef(coef, logits, /*hard=*/false);
-  const auto opts = logits.options().dtype(acc_type(logits));
-  at::Tensor loss = at::empty(loss_shape(logits), opts);
-  at::Tensor stats = at::empty({l.rows, 2}, opts);
-  if (l.rows > 0) kernels().soft_forward(logits, target, coef.contiguous(), loss, stats, l, K);
-  return {loss, stats};
+  const OpArgs a = check_forward_args(logits, target, coef, /*hard=*/false);
+  auto out = forward_outputs(a);
+  if (a.l.rows > 0) kernels().soft_forward(a.logits, a.target, a.coef, std::get<0>(out), std::get<1>(out), a.l, a.K);
+  return out;
 }
 
-at::Tensor soft_backward_cpu(const at::Tensor& grad_loss_in, const at::Tensor& logits_in, const at::Tensor& target_in,
+at::Tensor soft_backward_cpu(const at::Tensor& grad_loss, const at::Tensor& logits, const at::Tensor& target,
                              const at::Tensor& coef, const at::Tensor& stats) {
-  const at::Tensor logits = logits_in.contiguous(), target = target_in.contiguous();
-  const at::Tensor grad_loss = grad_loss_in.contiguous();
-  const RowLayout l = check_logits(logits);
-  check_soft_target(target, logits);
-  const int K = check_coef(coef, logits, /*hard=*/false);
-  check_stats(stats, l, 2, logits);
-  check_grad_loss(grad_loss, l, logits);
-  at::Tensor grad = at::empty_like(logits, at::MemoryFormat::Contiguous);
-  if (l.rows > 0 && l.C > 0) kernels().soft_backward(grad_loss, logits, target, coef.contiguous(), stats, grad, l, K);
+  const OpArgs a = check_backward_args(grad_loss, logits, target, coef, stats, /*hard=*/false);
+  at::Tensor grad = at::empty_like(a.logits, at::MemoryFormat::Contiguous);
+  if (a.l.rows > 0 && a.l.C > 0)
+    kernels().soft_backward(a.grad_loss, a.logits, a.target, a.coef, a.stats, grad, a.l, a.K);
   return grad;
 }
 

@@ -399,56 +399,48 @@ void with_kmax(int K, F&& f) {
 // ------------------------------------------------------------------------------------------------
 // Op entry points
 
-std::tuple<at::Tensor, at::Tensor> hard_forward_cuda(const at::Tensor& logits_in, const at::Tensor& target_in,
-                                                     const at::Tensor& coef_in, int64_t ignore_index) {
-  const at::Tensor logits = logits_in.contiguous(), target = target_in.contiguous(), coef = coef_in.contiguous();
-  const RowLayout l = check_logits(logits);
-  check_hard_target(target, logits);
-  const int K = check_coef(coef, logits, /*hard=*/true);
-  c10::cuda::CUDAGuard guard(logits.device());
-  const auto opts = logits.options().dtype(acc_type(logits));
-  at::Tensor loss = at::empty(loss_shape(logits), opts);
-  at::Tensor stats = at::empty({l.rows, 4}, opts);
-  if (l.rows == 0) return {loss, stats};
-  const LaunchConfig cfg = launch_config(l);
-  auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "taylorglo_hard_forward_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    with_kmax(K, [&](auto kmax) {
+// Launches `kernel` for every dtype with (scalar_t, acc_t) bound, on the current stream of the logits' device.
+#define TAYLORGLO_DISPATCH(a, NAME, ...)                                                                        \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, (a).logits.scalar_type(), NAME, [&] {                \
+    using acc_t = at::opmath_type<scalar_t>;                                                                    \
+    const LaunchConfig cfg = launch_config((a).l);                                                              \
+    auto stream = c10::cuda::getCurrentCUDAStream();                                                            \
+    __VA_ARGS__();                                                                                              \
+  })
+
+std::tuple<at::Tensor, at::Tensor> hard_forward_cuda(const at::Tensor& logits, const at::Tensor& target,
+                                                     const at::Tensor& coef, int64_t ignore_index) {
+  const OpArgs a = check_forward_args(logits, target, coef, /*hard=*/true);
+  c10::cuda::CUDAGuard guard(a.logits.device());
+  auto out = forward_outputs(a);
+  if (a.l.rows == 0) return out;
+  TAYLORGLO_DISPATCH(a, "taylorglo_hard_forward_cuda", [&] {
+    with_kmax(a.K, [&](auto kmax) {
       with_group(cfg.group, [&](auto group) {
         hard_forward_kernel<scalar_t, acc_t, decltype(kmax)::value, decltype(group)::value>
-            <<<cfg.blocks, cfg.threads, 0, stream>>>(logits.data_ptr<scalar_t>(), target.data_ptr<int64_t>(),
-                                                     coef.data_ptr<acc_t>(), loss.data_ptr<acc_t>(),
-                                                     stats.data_ptr<acc_t>(), l, K, ignore_index);
+            <<<cfg.blocks, cfg.threads, 0, stream>>>(a.logits.data_ptr<scalar_t>(), a.target.data_ptr<int64_t>(),
+                                                     a.coef.data_ptr<acc_t>(), std::get<0>(out).data_ptr<acc_t>(),
+                                                     std::get<1>(out).data_ptr<acc_t>(), a.l, a.K, ignore_index);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });
   });
-  return {loss, stats};
+  return out;
 }
 
-at::Tensor hard_backward_cuda(const at::Tensor& grad_loss_in, const at::Tensor& logits_in, const at::Tensor& target_in,
-                              const at::Tensor& coef_in, const at::Tensor& stats, int64_t ignore_index) {
-  const at::Tensor logits = logits_in.contiguous(), target = target_in.contiguous(), coef = coef_in.contiguous();
-  const at::Tensor grad_loss = grad_loss_in.contiguous();
-  const RowLayout l = check_logits(logits);
-  check_hard_target(target, logits);
-  const int K = check_coef(coef, logits, /*hard=*/true);
-  check_stats(stats, l, 4, logits);
-  check_grad_loss(grad_loss, l, logits);
-  c10::cuda::CUDAGuard guard(logits.device());
-  at::Tensor grad = at::empty_like(logits, at::MemoryFormat::Contiguous);
-  if (l.rows == 0 || l.C == 0) return grad;
-  const LaunchConfig cfg = launch_config(l);
-  auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "taylorglo_hard_backward_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    with_kmax(K, [&](auto kmax) {
+at::Tensor hard_backward_cuda(const at::Tensor& grad_loss, const at::Tensor& logits, const at::Tensor& target,
+                              const at::Tensor& coef, const at::Tensor& stats, int64_t ignore_index) {
+  const OpArgs a = check_backward_args(grad_loss, logits, target, coef, stats, /*hard=*/true);
+  c10::cuda::CUDAGuard guard(a.logits.device());
+  at::Tensor grad = at::empty_like(a.logits, at::MemoryFormat::Contiguous);
+  if (a.l.rows == 0 || a.l.C == 0) return grad;
+  TAYLORGLO_DISPATCH(a, "taylorglo_hard_backward_cuda", [&] {
+    with_kmax(a.K, [&](auto kmax) {
       with_group(cfg.group, [&](auto group) {
         hard_backward_kernel<scalar_t, acc_t, decltype(kmax)::value, decltype(group)::value>
-            <<<cfg.blocks, cfg.threads, 0, stream>>>(grad_loss.data_ptr<acc_t>(), logits.data_ptr<scalar_t>(),
-                                                     target.data_ptr<int64_t>(), coef.data_ptr<acc_t>(),
-                                                     stats.data_ptr<acc_t>(), grad.data_ptr<scalar_t>(), l, K,
+            <<<cfg.blocks, cfg.threads, 0, stream>>>(a.grad_loss.data_ptr<acc_t>(), a.logits.data_ptr<scalar_t>(),
+                                                     a.target.data_ptr<int64_t>(), a.coef.data_ptr<acc_t>(),
+                                                     a.stats.data_ptr<acc_t>(), grad.data_ptr<scalar_t>(), a.l, a.K,
                                                      ignore_index);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
@@ -457,51 +449,34 @@ at::Tensor hard_backward_cuda(const at::Tensor& grad_loss_in, const at::Tensor& 
   return grad;
 }
 
-std::tuple<at::Tensor, at::Tensor> soft_forward_cuda(const at::Tensor& logits_in, const at::Tensor& target_in,
-                                                     const at::Tensor& coef_in) {
-  const at::Tensor logits = logits_in.contiguous(), target = target_in.contiguous(), coef = coef_in.contiguous();
-  const RowLayout l = check_logits(logits);
-  check_soft_target(target, logits);
-  const int K = check_coef(coef, logits, /*hard=*/false);
-  c10::cuda::CUDAGuard guard(logits.device());
-  const auto opts = logits.options().dtype(acc_type(logits));
-  at::Tensor loss = at::empty(loss_shape(logits), opts);
-  at::Tensor stats = at::empty({l.rows, 2}, opts);
-  if (l.rows == 0) return {loss, stats};
-  const LaunchConfig cfg = launch_config(l);
-  auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "taylorglo_soft_forward_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
+std::tuple<at::Tensor, at::Tensor> soft_forward_cuda(const at::Tensor& logits, const at::Tensor& target,
+                                                     const at::Tensor& coef) {
+  const OpArgs a = check_forward_args(logits, target, coef, /*hard=*/false);
+  c10::cuda::CUDAGuard guard(a.logits.device());
+  auto out = forward_outputs(a);
+  if (a.l.rows == 0) return out;
+  TAYLORGLO_DISPATCH(a, "taylorglo_soft_forward_cuda", [&] {
     with_group(cfg.group, [&](auto group) {
       soft_forward_kernel<scalar_t, acc_t, decltype(group)::value><<<cfg.blocks, cfg.threads, 0, stream>>>(
-          logits.data_ptr<scalar_t>(), target.data_ptr<scalar_t>(), coef.data_ptr<acc_t>(), loss.data_ptr<acc_t>(),
-          stats.data_ptr<acc_t>(), l, K);
+          a.logits.data_ptr<scalar_t>(), a.target.data_ptr<scalar_t>(), a.coef.data_ptr<acc_t>(),
+          std::get<0>(out).data_ptr<acc_t>(), std::get<1>(out).data_ptr<acc_t>(), a.l, a.K);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
-  return {loss, stats};
+  return out;
 }
 
-at::Tensor soft_backward_cuda(const at::Tensor& grad_loss_in, const at::Tensor& logits_in, const at::Tensor& target_in,
-                              const at::Tensor& coef_in, const at::Tensor& stats) {
-  const at::Tensor logits = logits_in.contiguous(), target = target_in.contiguous(), coef = coef_in.contiguous();
-  const at::Tensor grad_loss = grad_loss_in.contiguous();
-  const RowLayout l = check_logits(logits);
-  check_soft_target(target, logits);
-  const int K = check_coef(coef, logits, /*hard=*/false);
-  check_stats(stats, l, 2, logits);
-  check_grad_loss(grad_loss, l, logits);
-  c10::cuda::CUDAGuard guard(logits.device());
-  at::Tensor grad = at::empty_like(logits, at::MemoryFormat::Contiguous);
-  if (l.rows == 0 || l.C == 0) return grad;
-  const LaunchConfig cfg = launch_config(l);
-  auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "taylorglo_soft_backward_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
+at::Tensor soft_backward_cuda(const at::Tensor& grad_loss, const at::Tensor& logits, const at::Tensor& target,
+                              const at::Tensor& coef, const at::Tensor& stats) {
+  const OpArgs a = check_backward_args(grad_loss, logits, target, coef, stats, /*hard=*/false);
+  c10::cuda::CUDAGuard guard(a.logits.device());
+  at::Tensor grad = at::empty_like(a.logits, at::MemoryFormat::Contiguous);
+  if (a.l.rows == 0 || a.l.C == 0) return grad;
+  TAYLORGLO_DISPATCH(a, "taylorglo_soft_backward_cuda", [&] {
     with_group(cfg.group, [&](auto group) {
       soft_backward_kernel<scalar_t, acc_t, decltype(group)::value><<<cfg.blocks, cfg.threads, 0, stream>>>(
-          grad_loss.data_ptr<acc_t>(), logits.data_ptr<scalar_t>(), target.data_ptr<scalar_t>(),
-          coef.data_ptr<acc_t>(), stats.data_ptr<acc_t>(), grad.data_ptr<scalar_t>(), l, K);
+          a.grad_loss.data_ptr<acc_t>(), a.logits.data_ptr<scalar_t>(), a.target.data_ptr<scalar_t>(),
+          a.coef.data_ptr<acc_t>(), a.stats.data_ptr<acc_t>(), grad.data_ptr<scalar_t>(), a.l, a.K);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
