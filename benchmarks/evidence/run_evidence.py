@@ -53,6 +53,8 @@ from taylorglo.search.config import DEFAULT_EVALUATOR, apply_overrides, read_con
 from taylorglo.search.journal import atomic_write
 from taylorglo.search.runner import MEASURED
 from taylorglo.search.strategy import CMAStrategy
+from taylorglo.train import TrainConfig
+from taylorglo.train.data import dataset_info
 
 STAGES = ("lr", "search", "final", "report")
 FOUND = ("found-mean", "found-best")
@@ -394,6 +396,9 @@ def analyze(raw: dict, out: Path) -> dict:
     gens = generation_table(directory)
     evals = list(ExperimentDir(directory).evaluations())
     search_time = sum(r.get("wall_time") or 0.0 for r in evals)
+    exp = ExperimentDir(directory)
+    search_wall = sum((exp.read_summary(g["generation"]) or {}).get("wall_time", 0.0) for g in gens)
+    trained = [r["train_time"] for r in evals if isinstance(r.get("train_time"), (int, float))]
     return {
         "protocol": {
             "config": raw,
@@ -413,6 +418,9 @@ def analyze(raw: dict, out: Path) -> dict:
             "failures": sum(1 for r in evals if r["status"] not in MEASURED),
             "statuses": _count(r["status"] for r in evals),
             "training_time_s_sum": search_time,
+            "wall_time_s": search_wall,
+            "trainings": len(trained),
+            "training_time_s_mean": statistics.fmean(trained) if trained else None,
             "found_mean": {"vector": found["found-mean"]["vector"], **found["_meta"]},
             "found_best": {"vector": found["found-best"]["vector"], **found["_meta"]["best"]},
         },
@@ -430,6 +438,19 @@ def _count(items) -> dict:
     return out
 
 
+def _execution_words(execution: dict) -> str:
+    backend = execution.get("backend", "local")
+    if backend != "local":
+        return f"{backend} backend"
+    workers = execution.get("workers") or "automatic"
+    threads = execution.get("threads_per_worker") or "automatic"
+    return f"local backend, {workers} worker processes of {threads} thread(s)"
+
+
+def _fmt1(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
 def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.2f}"
 
@@ -442,7 +463,9 @@ def _p(v: float | None) -> str:
 
 def markdown(res: dict, plots: Sequence[str], notes: str) -> str:
     p = res["protocol"]
-    task = p["config"]["task"]
+    task = TrainConfig.from_dict(dict(p["config"]["task"], lr=p["tuned_lr"])).to_dict()
+    info = dataset_info(task["dataset"])
+    test = f"test {info.test_size:,} (a fixed carve)" if info.test_size else "the official test split"
     s = p["search"]
     lines = [
         "# Evidence: searched Taylor loss vs cross-entropy (issue 7)",
@@ -452,11 +475,18 @@ def markdown(res: dict, plots: Sequence[str], notes: str) -> str:
         "",
         "## Protocol",
         "",
-        f"- Data: `{task['dataset']}` (real MNIST digits), test 1,000 (fixed carve), validation "
-        f"{task.get('validation_size')} (split seed {task.get('split_seed')}), training {task.get('train_size')}.",
-        f"- Model `{task['model']}`, {task.get('optimizer', 'sgd')} momentum {task.get('momentum', 0.9)}, "
-        f"batch {task.get('batch_size')}, {task.get('epochs')} epochs, {task.get('schedule')} schedule, "
-        f"weight decay {task.get('weight_decay')}; the same full-length training in the search and the final runs.",
+        f"- Data: `{task['dataset']}` ({info.source}): {test}, validation "
+        f"{task['validation_size'] or info.validation_size} (split seed {task['split_seed']}), "
+        f"training {task['train_size'] or 'the rest'} (fraction {task['train_fraction']}).",
+        f"- Model `{task['model']}`, {task['optimizer']} momentum {task['momentum']}, "
+        f"batch {task['batch_size']}, {task['epochs']} epochs, {task['schedule']} schedule, "
+        f"weight decay {task['weight_decay']}, augmentation {task['augment'] if task['augment'] is not None else info.augments}; "
+        + (
+            "the final runs change: " + str(p["config"]["final_task"])
+            if p["config"].get("final_task")
+            else "the same training in the search and the final runs"
+        )
+        + ".",
         f"- Learning rate tuned for cross-entropy on validation (grid {p['config']['lr_tuning']['grid']}, "
         f"seeds {p['config']['lr_tuning']['seeds']}): **{p['tuned_lr']}**, used by every loss.",
         f"- Search: CMA-ES from {s['start']}, sigma {s['sigma']}, population {s['population_size']}, "
@@ -470,8 +500,6 @@ def markdown(res: dict, plots: Sequence[str], notes: str) -> str:
         f"{_pct(res['search']['found_best']['val_accuracy'])}% on its one search seed).",
         f"- Statistics: {p['test']}; effect size: {p['effect_size']}; alpha {p['alpha']}.",
     ]
-    if p["config"].get("final_task"):
-        lines.append(f"- The final trainings replace these task settings: `{p['config']['final_task']}`.")
     lines += [
         "",
         "## Test accuracy (%)",
@@ -500,6 +528,14 @@ def markdown(res: dict, plots: Sequence[str], notes: str) -> str:
             f"| {c['found']} | {c['baseline']} | {100 * c['diff']:+.2f} | {_p(w['p'])} | "
             f"{w['cohens_d']:+.2f} | {_p(pr['p'])} | {pr['wins']}/{pr['n']} |"
         )
+    sr = res["search"]
+    final_time = [row["train_time_mean_s"] for row in res["final"].values() if row["train_time_mean_s"]]
+    lines += [
+        "",
+        f"Timings ({_execution_words(p['config'].get('execution', {}))}): search {sr['wall_time_s'] / 60:.1f} min "
+        f"wall for {sr['trainings']} trainings ({_fmt1(sr['training_time_s_mean'])} s each in a worker); "
+        f"final trainings {_fmt1(statistics.fmean(final_time) if final_time else None)} s each.",
+    ]
     lines += ["", "## Verdict", ""]
     for c in res["comparisons"]:
         if c["metric"] != "test_accuracy":
@@ -598,18 +634,17 @@ def plot(res: dict, out: Path) -> list[str]:
                 for p in ps
             ]
         )
-        curves[name] = (loss - loss[-1], push)
-    ce = -np.log(ps)
-    curves["cross-entropy"] = (ce - ce[-1], 1 - ps)
+        curves[name] = (loss, push)
+    curves["cross-entropy"] = (-np.log(ps), 1 - ps)
     eps = ls
     lsl = -(1 - eps + eps / n) * np.log(ps) - (n - 1) * (eps / n) * np.log((1 - ps) / (n - 1))
-    curves["label-smoothing"] = (lsl - lsl[-1], (1 - eps + eps / n) - ps)
+    curves["label-smoothing"] = (lsl, (1 - eps + eps / n) - ps)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for i, (name, (loss, push)) in enumerate(curves.items()):
-        axes[0].plot(ps, loss, color=f"C{i}", label=name)
+        # losses differ in scale by 10x and more: each is rescaled to [0, 1] to compare shapes
+        axes[0].plot(ps, (loss - loss.min()) / (loss.max() - loss.min()), color=f"C{i}", label=name)
         axes[1].plot(ps, push, color=f"C{i}", label=name)
-    axes[0].set_ylim(-1, 5)
-    axes[0].set_ylabel("row loss, shifted to 0 at p = 0.999")
+    axes[0].set_ylabel("row loss, each rescaled to [0, 1]")
     axes[1].set_ylabel("-dL/dz_true (push on the true logit)")
     axes[1].axhline(0, color="k", lw=0.5)
     for ax in axes:

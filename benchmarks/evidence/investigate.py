@@ -1,0 +1,174 @@
+"""Investigations for issue 7, on the validation split only (the test split stays reserved for the table).
+
+    python benchmarks/evidence/investigate.py benchmarks/evidence/mnist5k.toml scale
+    python benchmarks/evidence/investigate.py benchmarks/evidence/mnist5k.toml data-fraction --sizes 300 3000
+
+Run after ``run_evidence.py`` (they read the found losses from ``--out``/search). Every training
+uses the final runs' first ``--seeds`` fresh seeds and reports **validation** accuracy. (The search
+selected the loss on this validation split, so validation numbers slightly favour the found loss;
+what matters here is how the gap changes between conditions.)
+
+- ``scale``: with weight decay 0, multiplying a loss by c is exactly multiplying SGD's learning rate
+  by c. Does the found loss win by its shape or by its scale (an effective learning rate that
+  cross-entropy was not given)? Trains the found loss (CMA-ES mean) scaled by ``--scales`` at the
+  tuned learning rate, and cross-entropy at the learning rates ``--lrs``.
+- ``data-fraction``: the found losses and both baselines with ``train_size`` replaced by ``--sizes``.
+
+Each condition is an experiment directory under ``--out``/investigate/ whose one-shot evaluations
+are cached (``evaluations/*.jsonl``), so reruns train only what is missing; the summary is
+``--out``/investigate_<kind>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import run_evidence as ev  # noqa: E402
+
+from taylorglo.search import ExperimentDir, init_experiment, make_backend  # noqa: E402
+from taylorglo.search.analysis import evaluate_losses, welch_ttest  # noqa: E402
+from taylorglo.search.journal import atomic_write  # noqa: E402
+
+
+def _scaled(vector: Sequence[float], c: float) -> list[float]:
+    """The loss c * f: every coefficient times c, the centers (the last two numbers) unchanged."""
+    v = [float(x) for x in vector]
+    return [c * x for x in v[:-2]] + v[-2:]
+
+
+def _stats(values: Sequence[float]) -> dict:
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else None,
+        "n": len(values),
+        "below_90": sum(v < 0.9 for v in values),
+    }
+
+
+class Runner:
+    def __init__(self, raw: dict, out: Path, seeds: int):
+        self.raw, self.out = raw, out
+        self.stored = ExperimentDir(out / "search").read_config()
+        self.seeds = ev.final_seeds(raw)[:seeds]
+        self.backend = None
+
+    def measure(self, name: str, task_overrides: dict, specs: dict[str, dict]) -> dict[str, list[float]]:
+        """Validation accuracies of each spec under the search's task with ``task_overrides``."""
+        if task_overrides:
+            directory = self.out / "investigate" / name
+            init_experiment(directory, {**self.stored, "task": {**self.stored["task"], **task_overrides}})
+        else:
+            directory = self.out / "search"  # the final runs' own directory: their results are reused
+        if ev._missing(directory, specs, self.seeds) and self.backend is None:
+            self.backend = make_backend(ev.Backends(self.raw).execution)
+        ev.log(f"{name}: {len(specs)} losses x {len(self.seeds)} seeds")
+        evaluate_losses(
+            directory,
+            specs,
+            self.seeds,
+            evaluate_test=False,
+            backend=self.backend,
+            log=lambda m: ev.log(m),
+        )
+        res = ev.load_final(directory, specs, self.seeds)
+        return {k: [ev._acc(r, "val_accuracy") or 0.0 for r in recs] for k, recs in res.items()}
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.shutdown()
+
+
+def _compare(a: Sequence[float], b: Sequence[float]) -> dict:
+    w = welch_ttest(a, b)
+    return {"diff": w["mean_a"] - w["mean_b"], "p": w["p"], "d": w["cohens_d"]}
+
+
+def scale(runner: Runner, scales: Sequence[float], lrs: Sequence[float]) -> dict:
+    specs = ev.final_specs(runner.raw, runner.out / "search")
+    lr = runner.stored["task"]["lr"]
+    base = runner.measure(
+        "tuned", {}, {"found-mean": specs["found-mean"], "cross-entropy": specs["cross-entropy"]}
+    )
+    rows = {
+        f"found-mean-x1 (lr {lr})": _stats(base["found-mean"]),
+        f"cross-entropy lr {lr}": _stats(base["cross-entropy"]),
+    }
+    variants = {
+        f"found-mean-x{c:g}": {"vector": _scaled(specs["found-mean"]["vector"], c)} for c in scales if c != 1
+    }
+    if variants:
+        got = runner.measure("tuned", {}, variants)
+        for k, v in got.items():
+            rows[f"{k} (lr {lr})"] = _stats(v)
+    for other in lrs:
+        if other == lr:
+            continue
+        got = runner.measure(
+            f"ce-lr-{other:g}", {"lr": float(other)}, {"cross-entropy": specs["cross-entropy"]}
+        )
+        rows[f"cross-entropy lr {other:g}"] = _stats(got["cross-entropy"])
+    best_ce = max((k for k in rows if k.startswith("cross-entropy")), key=lambda k: rows[k]["mean"])
+    ev.log(f"scale: best cross-entropy setting {best_ce}")
+    for k, v in rows.items():
+        ev.log(
+            f"  {k}: {100 * v['mean']:.2f} +- {100 * (v['std'] or 0):.2f} (n {v['n']}, runs < 90%: {v['below_90']})"
+        )
+    return {
+        "seeds": runner.seeds,
+        "metric": "val_accuracy",
+        "tuned_lr": lr,
+        "rows": rows,
+        "best_cross_entropy": best_ce,
+    }
+
+
+def data_fraction(runner: Runner, sizes: Sequence[int]) -> dict:
+    specs = ev.final_specs(runner.raw, runner.out / "search")
+    out = {"seeds": runner.seeds, "metric": "val_accuracy", "sizes": {}}
+    for size in sizes:
+        overrides = {} if size == runner.stored["task"].get("train_size") else {"train_size": int(size)}
+        got = runner.measure(f"size-{size}", overrides, specs)
+        tests = {
+            f"{f} vs {b}": _compare(got[f], got[b]) for f in ev.FOUND for b in ev.BASELINES if len(got[f]) > 1
+        }
+        out["sizes"][str(size)] = {"losses": {k: _stats(v) for k, v in got.items()}, "tests": tests}
+        for k, t in tests.items():
+            ev.log(f"  size {size}: {k}: {100 * t['diff']:+.2f} points, p {ev._p(t['p'])}, d {t['d']:+.2f}")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("config")
+    parser.add_argument("kind", choices=["scale", "data-fraction"])
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--scales", type=float, nargs="+", default=[0.25, 0.5, 2.0])
+    parser.add_argument("--lrs", type=float, nargs="+", default=[0.2, 0.4, 0.8])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[300, 1000, 3000])
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    runner = Runner(ev.load(args.config, args.set), out, args.seeds)
+    try:
+        if args.kind == "scale":
+            summary = scale(runner, args.scales, args.lrs)
+        else:
+            summary = data_fraction(runner, args.sizes)
+    finally:
+        runner.close()
+    atomic_write(
+        out / f"investigate_{args.kind.replace('-', '_')}.json", json.dumps(summary, indent=2) + "\n"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
