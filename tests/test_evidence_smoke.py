@@ -48,8 +48,8 @@ label_smoothing = 0.1
 """
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("run_evidence", SCRIPT)
+def _script(path: Path = SCRIPT):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -84,3 +84,24 @@ def test_evidence_script_runs_every_stage_and_resumes_without_retraining(tmp_pat
     script.run(str(config), out)  # everything is cached: nothing is trained again
     assert (out / "search" / "journal.jsonl").read_text() == journal
     assert {p.name: p.read_text() for p in (final / "evaluations").glob("*.jsonl")} == evaluations
+
+
+def test_investigations_measure_scale_and_data_fraction_on_validation_only(tmp_path):
+    pytest.importorskip("scipy")
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    out = tmp_path / "out"
+    _script().run(str(config), out)
+    investigate = _script(SCRIPT.parent / "investigate.py")
+    common = [str(config), "--out", str(out), "--seeds", "2"]
+    investigate.main([*common[:1], "scale", *common[1:], "--scales", "0.5", "--lrs", "0.2"])
+    investigate.main([*common[:1], "data-fraction", *common[1:], "--sizes", "30"])
+    scale = json.loads((out / "investigate_scale.json").read_text())
+    lr = json.loads((out / "lr_tuning.json").read_text())["best_lr"]
+    assert {f"found-mean-x0.5 (lr {lr:g})", "cross-entropy lr 0.2", "label-smoothing lr 0.2"} <= set(
+        scale["rows"]
+    )
+    fraction = json.loads((out / "investigate_data_fraction.json").read_text())
+    assert fraction["sizes"]["30"]["losses"]["cross-entropy"]["n"] == 2
+    for path in (out / "investigate").glob("*/evaluations/*.jsonl"):
+        assert all(json.loads(line)["test_accuracy"] is None for line in path.read_text().splitlines())

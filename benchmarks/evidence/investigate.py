@@ -93,52 +93,68 @@ def _compare(a: Sequence[float], b: Sequence[float]) -> dict:
 def scale(runner: Runner, scales: Sequence[float], lrs: Sequence[float]) -> dict:
     specs = ev.final_specs(runner.raw, runner.out / "search")
     lr = runner.stored["task"]["lr"]
-    base = runner.measure(
-        "tuned", {}, {"found-mean": specs["found-mean"], "cross-entropy": specs["cross-entropy"]}
-    )
-    rows = {
-        f"found-mean-x1 (lr {lr})": _stats(base["found-mean"]),
-        f"cross-entropy lr {lr}": _stats(base["cross-entropy"]),
-    }
+    baselines = {b: specs[b] for b in ev.BASELINES}
+    base = runner.measure("tuned", {}, {"found-mean": specs["found-mean"], **baselines})
+    rows = {f"found-mean-x1 (lr {lr:g})": _stats(base["found-mean"])}
+    rows.update({f"{b} lr {lr:g}": _stats(base[b]) for b in ev.BASELINES})
     variants = {
         f"found-mean-x{c:g}": {"vector": _scaled(specs["found-mean"]["vector"], c)} for c in scales if c != 1
     }
     if variants:
         got = runner.measure("tuned", {}, variants)
         for k, v in got.items():
-            rows[f"{k} (lr {lr})"] = _stats(v)
+            rows[f"{k} (lr {lr:g})"] = _stats(v)
     for other in lrs:
         if other == lr:
             continue
-        got = runner.measure(
-            f"ce-lr-{other:g}", {"lr": float(other)}, {"cross-entropy": specs["cross-entropy"]}
-        )
-        rows[f"cross-entropy lr {other:g}"] = _stats(got["cross-entropy"])
-    best_ce = max((k for k in rows if k.startswith("cross-entropy")), key=lambda k: rows[k]["mean"])
-    ev.log(f"scale: best cross-entropy setting {best_ce}")
+        got = runner.measure(f"ce-lr-{other:g}", {"lr": float(other)}, baselines)
+        rows.update({f"{b} lr {other:g}": _stats(got[b]) for b in ev.BASELINES})
+    best = {
+        b: max((k for k in rows if k.startswith(b + " ")), key=lambda k: rows[k]["mean"])
+        for b in ev.BASELINES
+    }
     for k, v in rows.items():
         ev.log(
             f"  {k}: {100 * v['mean']:.2f} +- {100 * (v['std'] or 0):.2f} (n {v['n']}, runs < 90%: {v['below_90']})"
         )
+    ev.log(f"scale: best baseline settings {best}")
     return {
         "seeds": runner.seeds,
         "metric": "val_accuracy",
         "tuned_lr": lr,
         "rows": rows,
-        "best_cross_entropy": best_ce,
+        "best_baselines": best,
     }
 
 
-def data_fraction(runner: Runner, sizes: Sequence[int]) -> dict:
+def data_fraction(
+    runner: Runner, sizes: Sequence[int], lr: float | None = None, losses: Sequence[str] = ()
+) -> dict:
     specs = ev.final_specs(runner.raw, runner.out / "search")
-    out = {"seeds": runner.seeds, "metric": "val_accuracy", "sizes": {}}
+    if losses:
+        specs = {k: v for k, v in specs.items() if k in losses}
+    out = {
+        "seeds": runner.seeds,
+        "metric": "val_accuracy",
+        "lr": lr or runner.stored["task"]["lr"],
+        "sizes": {},
+    }
     for size in sizes:
         overrides = {} if size == runner.stored["task"].get("train_size") else {"train_size": int(size)}
-        got = runner.measure(f"size-{size}", overrides, specs)
+        name = f"size-{size}"
+        if lr is not None and lr != runner.stored["task"]["lr"]:
+            overrides["lr"] = float(lr)
+            name += f"-lr-{lr:g}"
+        got = runner.measure(name, overrides, specs)
         tests = {
-            f"{f} vs {b}": _compare(got[f], got[b]) for f in ev.FOUND for b in ev.BASELINES if len(got[f]) > 1
+            f"{f} vs {b}": _compare(got[f], got[b])
+            for f in ev.FOUND
+            for b in ev.BASELINES
+            if f in got and b in got and len(got[f]) > 1
         }
         out["sizes"][str(size)] = {"losses": {k: _stats(v) for k, v in got.items()}, "tests": tests}
+        for k, v in got.items():
+            ev.log(f"  size {size}: {k}: {100 * statistics.fmean(v):.2f} (n {len(v)})")
         for k, t in tests.items():
             ev.log(f"  size {size}: {k}: {100 * t['diff']:+.2f} points, p {ev._p(t['p'])}, d {t['d']:+.2f}")
     return out
@@ -153,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scales", type=float, nargs="+", default=[0.25, 0.5, 2.0])
     parser.add_argument("--lrs", type=float, nargs="+", default=[0.2, 0.4, 0.8])
     parser.add_argument("--sizes", type=int, nargs="+", default=[300, 1000, 3000])
+    parser.add_argument("--lr", type=float, default=None, help="data-fraction: another learning rate")
+    parser.add_argument("--losses", nargs="+", default=[], help="data-fraction: only these losses")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -161,11 +179,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.kind == "scale":
             summary = scale(runner, args.scales, args.lrs)
         else:
-            summary = data_fraction(runner, args.sizes)
+            summary = data_fraction(runner, args.sizes, args.lr, args.losses)
     finally:
         runner.close()
+    suffix = f"_lr{args.lr:g}" if args.kind == "data-fraction" and args.lr is not None else ""
     atomic_write(
-        out / f"investigate_{args.kind.replace('-', '_')}.json", json.dumps(summary, indent=2) + "\n"
+        out / f"investigate_{args.kind.replace('-', '_')}{suffix}.json", json.dumps(summary, indent=2) + "\n"
     )
     return 0
 
