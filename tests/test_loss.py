@@ -100,6 +100,19 @@ def test_kernel_matches_reference_for_nd_and_odd_shapes(device, shape, soft):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("soft", [False, True])
+@pytest.mark.parametrize("order", [1, 3, 6])
+def test_nd_kernels_match_reference_in_every_dtype(device, dtype, soft, order):
+    # N-d inputs run lane-parallel kernels (neighbouring positions in vector lanes); partial tiles too.
+    for shape in ((3, 21, 5, 7), (2, 4, 33), (1, 2, 1)):
+        logits, target = make_inputs(
+            shape, dtype, device, soft=soft, ignore_frac=0.0 if soft else 0.2, seed=order
+        )
+        check_parity(logits, target, random_params(order, seed=order), order=order, label_smoothing=0.1)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("soft", [False, True])
 @pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.5])
 def test_label_smoothing_matches_reference(device, soft, smoothing):
@@ -415,8 +428,10 @@ def test_cpu_kernel_capabilities_agree():
     code = (
         "import torch, taylorglo; torch.manual_seed(0); z=torch.randn(33,1000,requires_grad=True);"
         "t=torch.randint(0,1000,(33,)); l=taylorglo.TaylorLoss.cross_entropy_approximation(6)(z,t); l.backward();"
+        "w=torch.randn(3,21,5,7,dtype=torch.bfloat16,requires_grad=True); u=torch.randint(0,21,(3,5,7));"
+        "m=taylorglo.TaylorLoss.cross_entropy_approximation(3)(w,u); m.backward();"
         "print(torch.ops.taylorglo.cpu_capability(), repr(l.item()), repr(z.grad.double().sum().item()), "
-        "repr(z.grad.abs().double().sum().item()))"
+        "repr(z.grad.abs().double().sum().item()), repr(m.float().item()), repr(w.grad.abs().double().sum().item()))"
     )
     outs = {}
     for cap in ("default", "avx2", "avx512"):
