@@ -12,7 +12,10 @@ what matters here is how the gap changes between conditions.)
   by c. Does the found loss win by its shape or by its scale (an effective learning rate that
   cross-entropy was not given)? Trains the found loss (CMA-ES mean) scaled by ``--scales`` at the
   tuned learning rate, and cross-entropy at the learning rates ``--lrs``.
-- ``data-fraction``: the found losses and both baselines with ``train_size`` replaced by ``--sizes``.
+- ``data-fraction``: the found losses and both baselines with ``train_size`` replaced by ``--sizes``
+  (``--lr``: at another learning rate; ``--losses``: only some of them).
+- ``history``: the per-epoch validation curve of the found loss and cross-entropy on one seed
+  (``--seed``), in this process: what a failed run looks like.
 
 Each condition is an experiment directory under ``--out``/investigate/ whose one-shot evaluations
 are cached (``evaluations/*.jsonl``), so reruns train only what is missing; the summary is
@@ -160,10 +163,30 @@ def data_fraction(
     return out
 
 
+def history(runner: Runner, seed: int) -> dict:
+    from taylorglo.train import LossSpec, TrainConfig, train
+
+    specs = ev.final_specs(runner.raw, runner.out / "search")
+    config = TrainConfig.from_dict(runner.stored["task"]).replace(seed=int(seed), num_threads=1)
+    out = {"seed": seed, "metric": "val_accuracy", "runs": {}}
+    for name in ("found-mean", "cross-entropy"):
+        spec = specs[name]
+        loss = LossSpec.taylor(spec["vector"], order=3) if "vector" in spec else LossSpec.parse(spec["loss"])
+        result = train(config, loss, show_progress=False)  # the test split is not evaluated
+        out["runs"][name] = {
+            "status": result.status,
+            "val_accuracy": result.val_accuracy,
+            "history": result.history,
+        }
+        curve = " ".join(f"{100 * h['val_accuracy']:.0f}" for h in result.history)
+        ev.log(f"history seed {seed} {name}: {result.status}, validation per epoch: {curve}")
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("config")
-    parser.add_argument("kind", choices=["scale", "data-fraction"])
+    parser.add_argument("kind", choices=["scale", "data-fraction", "history"])
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--scales", type=float, nargs="+", default=[0.25, 0.5, 2.0])
@@ -171,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[300, 1000, 3000])
     parser.add_argument("--lr", type=float, default=None, help="data-fraction: another learning rate")
     parser.add_argument("--losses", nargs="+", default=[], help="data-fraction: only these losses")
+    parser.add_argument("--seed", type=int, default=10005, help="history: the training seed")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -178,11 +202,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.kind == "scale":
             summary = scale(runner, args.scales, args.lrs)
+        elif args.kind == "history":
+            summary = history(runner, args.seed)
         else:
             summary = data_fraction(runner, args.sizes, args.lr, args.losses)
     finally:
         runner.close()
     suffix = f"_lr{args.lr:g}" if args.kind == "data-fraction" and args.lr is not None else ""
+    suffix = f"_seed{args.seed}" if args.kind == "history" else suffix
     atomic_write(
         out / f"investigate_{args.kind.replace('-', '_')}{suffix}.json", json.dumps(summary, indent=2) + "\n"
     )
