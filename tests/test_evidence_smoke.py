@@ -96,6 +96,10 @@ def test_investigations_measure_scale_and_data_fraction_on_validation_only(tmp_p
     common = [str(config), "--out", str(out), "--seeds", "2"]
     investigate.main([*common[:1], "scale", *common[1:], "--scales", "0.5", "--lrs", "0.2"])
     investigate.main([*common[:1], "data-fraction", *common[1:], "--sizes", "30"])
+    investigate.main([str(config), "history", "--out", str(out), "--seed", "100"])
+    history = json.loads((out / "investigate_history_seed100.json").read_text())
+    assert set(history["runs"]) == {"found-mean", "cross-entropy"}
+    assert all(len(run["history"]) == 1 for run in history["runs"].values())  # one epoch
     scale = json.loads((out / "investigate_scale.json").read_text())
     lr = json.loads((out / "lr_tuning.json").read_text())["best_lr"]
     assert {f"found-mean-x0.5 (lr {lr:g})", "cross-entropy lr 0.2", "label-smoothing lr 0.2"} <= set(
