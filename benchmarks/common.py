@@ -170,13 +170,24 @@ def synchronize(device: str) -> None:
 
 
 def time_calls(
-    fn: LossFn, logits: torch.Tensor, target: torch.Tensor, reps: int, device: str, min_seconds: float = 0.0
+    fn: LossFn,
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    reps: int,
+    device: str,
+    min_seconds: float = 0.0,
+    cpu_share: list[float] | None = None,
 ) -> list[float]:
     """Seconds of forward+backward calls: ``reps`` of them, or more until ``min_seconds`` have passed.
 
     CPU: one entry per call, each call timed alone, so that the median over calls shrugs off the
     stalls of a shared machine (a stalled stretch yields few calls; a count of calls would be
     stretched by it). CUDA: one entry, the mean of ``reps`` calls between two CUDA events.
+
+    ``cpu_share`` (CPU): receives, per call, the calling thread's CPU time over the wall time. It is
+    about 1 for a call that ran freely, single- or multi-threaded (the calling thread works or spins
+    at the barrier), and well below 1 for a call stalled while another process held a core that an
+    OpenMP worker needed (the calling thread sleeps at the barrier).
     """
     if device == "cuda":
         torch.cuda.synchronize()
@@ -190,9 +201,12 @@ def time_calls(
     times: list[float] = []
     begin = time.perf_counter()
     while len(times) < reps or time.perf_counter() - begin < min_seconds:
-        t0 = time.perf_counter()
+        c0, t0 = time.thread_time(), time.perf_counter()
         forward_backward(fn, logits, target)
-        times.append(time.perf_counter() - t0)
+        wall = time.perf_counter() - t0
+        times.append(wall)
+        if cpu_share is not None:
+            cpu_share.append((time.thread_time() - c0) / max(wall, 1e-9))
     return times
 
 
