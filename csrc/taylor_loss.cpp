@@ -7,7 +7,8 @@
 //                f(x_off, p) = A(p) = sum_m A_m p^m for non-target classes and
 //                f(x_on,  p) = B(p) = sum_m B_m p^m for the target class
 //                (label smoothing is folded into x_off and x_on);
-//   soft labels: coef is (K+1, K+1): f(x, p) = sum_{i,m} coef[i][m] x^i p^m.
+//   soft labels: coef is (K+1, K+1): f(x, p) = sum_{i,m} coef[i][m] x^i p^m; f has total degree K, so
+//                the kernels read only the entries with i + m <= K (the others must be zero).
 //
 // With g = df/dp the gradient is  dL/dz_j = -p_j (g_j - D),  D = sum_k g_k p_k  (Gonzalez & Miikkulainen 2021).
 // Forward ops return the per-position loss and per-row statistics that make the backward one pass:

@@ -264,7 +264,7 @@ def _sample_args(soft):
     logits = torch.randn(7, 5, 3, generator=g)
     if soft:
         target = torch.softmax(torch.randn(7, 5, 3, generator=g), 1)
-        coef = torch.randn(4, 4, generator=g)
+        coef = torch.randn(4, 4, generator=g).fliplr().triu().fliplr()  # total degree <= 3
         return logits, target, coef
     target = torch.randint(0, 5, (7, 3), generator=g)
     target[0, 0] = -100

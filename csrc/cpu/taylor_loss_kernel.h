@@ -140,18 +140,32 @@ template <typename acc_t>
 struct SoftPoly {
   const acc_t* c;
   int K;
-  // Coefficients a_m(x) = sum_i c[i][m] x^i, then f = sum_m a_m p^m and g = sum_m m a_m p^(m-1).
+  // a_m(x) = sum_{i <= K - m} c[i][m] x^i (a polynomial of total degree K has no x^i p^m with i + m > K),
+  // then f = sum_m a_m p^m and g = sum_m m a_m p^(m-1): (K+1)(K+2)/2 multiply-adds, not (K+1)^2.
+  template <typename T>
+  inline T coefficient(int m, T x) const {
+    T a = T(c[(K - m) * (K + 1) + m]);
+    for (int i = K - m - 1; i >= 0; --i) a = a * x + T(c[i * (K + 1) + m]);
+    return a;
+  }
+
   template <typename T>
   inline void eval(T x, T p, T& f, T& g) const {
     T fa = T(0), ga = T(0);
     for (int m = K; m >= 0; --m) {
-      T a = T(c[K * (K + 1) + m]);
-      for (int i = K - 1; i >= 0; --i) a = a * x + T(c[i * (K + 1) + m]);
+      const T a = coefficient(m, x);
       fa = fa * p + a;
       if (m >= 1) ga = ga * p + a * T(acc_t(m));
     }
     f = fa;
     g = ga;
+  }
+
+  template <typename T>
+  inline T derivative(T x, T p) const {  // g only (the backward needs no f)
+    T ga = T(0);
+    for (int m = K; m >= 1; --m) ga = ga * p + coefficient(m, x) * T(acc_t(m));
+    return ga;
   }
 };
 
@@ -365,8 +379,7 @@ void soft_backward_lanes(const acc_t* go, const scalar_t* z_data, const scalar_t
     const Vec lse = Vec::loadu(lane[0]), D = Vec::loadu(lane[1]), gscale = Vec::loadu(lane[2]);
     for (int64_t j = 0; j < l.C; ++j) {
       const Vec p = (load_lanes<acc_t>(z_data + base + j * l.inner, n) - lse).exp();
-      Vec f, g;
-      P.eval(load_lanes<acc_t>(x_data + base + j * l.inner, n), p, f, g);
+      const Vec g = P.derivative(load_lanes<acc_t>(x_data + base + j * l.inner, n), p);
       store_lanes<acc_t>(gscale * p * (g - D), g_data + base + j * l.inner, n);
     }
   });
@@ -524,8 +537,7 @@ void soft_backward_impl(const at::Tensor& grad_loss, const at::Tensor& logits, c
     for (int64_t j = 0; j < l.C; j += Vec::size()) {
       const int64_t n = std::min<int64_t>(Vec::size(), l.C - j);
       const Vec p = (load_padded(z + j, n, acc_t(0)) - vlse).exp();
-      Vec f, g;
-      P.eval(load_padded(x + j, n, acc_t(0)), p, f, g);
+      const Vec g = P.derivative(load_padded(x + j, n, acc_t(0)), p);
       (vscale * p * (g - vD)).store(out + j, n);
     }
   });

@@ -284,14 +284,14 @@ __global__ void __launch_bounds__(GROUP >= 256 ? GROUP : 256)
 }
 
 // ------------------------------------------------------------------------------------------------
-// Soft labels: f(x, p) = sum_{i,m} c[i][m] x^i p^m.
+// Soft labels: f(x, p) = sum_{i,m} c[i][m] x^i p^m, with c[i][m] = 0 for i + m > K (total degree K).
 
 template <typename acc_t>
 __device__ __forceinline__ void soft_eval(const acc_t* __restrict__ c, int K, acc_t x, acc_t p, acc_t& f, acc_t& g) {
   acc_t fa = acc_t(0), ga = acc_t(0);
   for (int m = K; m >= 0; --m) {
-    acc_t a = c[K * (K + 1) + m];
-    for (int i = K - 1; i >= 0; --i) a = a * x + c[i * (K + 1) + m];
+    acc_t a = c[(K - m) * (K + 1) + m];
+    for (int i = K - m - 1; i >= 0; --i) a = a * x + c[i * (K + 1) + m];
     fa = fa * p + a;
     if (m >= 1) ga = ga * p + a * acc_t(m);
   }
