@@ -83,3 +83,69 @@ def test_search_on_a_two_node_ray_cluster_by_address(tmp_path):
     recs = [json.loads(line) for line in (tmp_path / "exp" / "journal.jsonl").read_text().splitlines()]
     assert sorted((r["generation"], r["index"]) for r in recs) == [(g, i) for g in range(2) for i in range(4)]
     assert all(r["status"] in ("ok", "invariant") for r in recs)
+
+
+@pytest.mark.slow
+def test_search_survives_the_second_ray_node_dying_mid_generation(tmp_path):
+    # The second node runs with --block in the background so that its pid is known; once the first
+    # evaluation of generation 0 is journaled it is killed (SIGKILL: the node's raylet and workers go
+    # with it). Ray retries its lost tasks on the head node and the search completes with every
+    # candidate evaluated exactly once in the journal.
+    port = 6393
+    cfg = {
+        "task": {"dataset": "digits"},
+        "search": {"population_size": 6, "generations": 2, "seed": 2, "retries": 2},
+        "execution": {
+            "backend": "ray",
+            "ray_address": f"127.0.0.1:{port}",
+            "evaluator": SYNTHETIC,
+            # candidate 0 finishes first; by then both nodes run a 4 s candidate, so the kill
+            # always takes a running task with it
+            "evaluator_options": {"sleep": [0.5, 4.0, 4.0, 4.0, 0.5, 0.5]},
+        },
+    }
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    ray_bin = str(__import__("pathlib").Path(sys.executable).with_name("ray"))
+    script = textwrap.dedent(
+        f"""
+        set -e
+        ip link set lo up
+        export RAY_USAGE_STATS_ENABLED=0
+        {ray_bin} start --head --port={port} --node-ip-address=127.0.0.1 --num-cpus=1 \\
+            --include-dashboard=false --disable-usage-stats > head.log 2>&1
+        {ray_bin} start --address=127.0.0.1:{port} --node-ip-address=127.0.0.1 --num-cpus=1 --block \\
+            > node.log 2>&1 &
+        node=$!
+        sleep 3
+        set +e
+        {sys.executable} -m taylorglo.search run cfg.json --dir exp --no-progress > search.log 2>&1 &
+        search=$!
+        for i in $(seq 1 300); do
+            if [ -s exp/journal.jsonl ]; then break; fi
+            sleep 0.1
+        done
+        pkill -KILL -P $node; kill -KILL $node
+        echo "killed the second node" > killed.txt
+        wait $search
+        rc=$?
+        cat search.log
+        {sys.executable} -c "import ray; ray.init(address='127.0.0.1:{port}'); print('alive nodes', sum(n['Alive'] for n in ray.nodes()))" 2> /dev/null
+        {ray_bin} stop --force > /dev/null 2>&1
+        exit $rc
+        """
+    )
+    proc = subprocess.run(
+        [*UNSHARE, "bash", "-c", script],
+        cwd=tmp_path,
+        env=subprocess_env(PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "killed.txt").exists()
+    assert "alive nodes 1" in proc.stdout, proc.stdout  # the cluster did lose the node
+    assert "generation limit (2) reached" in proc.stdout
+    recs = [json.loads(line) for line in (tmp_path / "exp" / "journal.jsonl").read_text().splitlines()]
+    assert sorted((r["generation"], r["index"]) for r in recs) == [(g, i) for g in range(2) for i in range(6)]
+    assert all(r["status"] in ("ok", "invariant") for r in recs), [r["status"] for r in recs]
