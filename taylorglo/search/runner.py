@@ -142,6 +142,7 @@ def run_search(
     s = cfg.search
     exp.acquire_lock()
     own_backend = backend is None
+    scalars = None
     try:
         exp.repair_journal()
         space = SearchSpace(s.order, s.variables, s.space)
@@ -152,6 +153,7 @@ def run_search(
             strategy = CMAStrategy.loads(state)
         num_classes = cfg.inferred_num_classes() or 0
         show = _is_tty() if progress is None else progress
+        scalars = _scalar_writer(exp.path)
         done_here = 0
         stop_reason = ""
         while True:
@@ -196,6 +198,8 @@ def run_search(
                 f"time {summary['wall_time']:.1f}s"
             )
             exp.append_search_log(line)
+            if scalars is not None:
+                _write_scalars(scalars, summary, records)
             if log is not None:
                 log(line)
             done_here += 1
@@ -208,6 +212,8 @@ def run_search(
         complete = stop_reason.startswith(("generation limit", "evaluation budget"))
         return SearchResult(exp.path, strategy.generation, count, complete, stop_reason, best)
     finally:
+        if scalars is not None:
+            scalars.close()
         if own_backend and backend is not None:
             backend.shutdown()
         exp.release_lock()
@@ -377,6 +383,29 @@ def _evaluate(
             backend.cancel(fut)
         if bar is not None:
             bar.close()
+
+
+def _scalar_writer(directory: Path):
+    """A TensorBoard writer for DIR/tensorboard when tensorboard is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(log_dir=str(Path(directory) / "tensorboard"))
+
+
+def _write_scalars(writer, summary: dict, records: dict[int, dict]) -> None:
+    """One point per generation: best/median/mean fitness, sigma, failures, best validation accuracy."""
+    g = summary["generation"]
+    for key in ("best_fitness", "median_fitness", "mean_fitness"):
+        writer.add_scalar(f"fitness/{key.split('_')[0]}", summary[key], g)
+    writer.add_scalar("search/sigma", summary["sigma"], g)
+    writer.add_scalar("search/failures", summary["failures"], g)
+    writer.add_scalar("search/wall_time_s", summary["wall_time"], g)
+    accuracies = [r["val_accuracy"] for r in records.values() if r.get("val_accuracy") is not None]
+    if accuracies:
+        writer.add_scalar("accuracy/best_val", max(accuracies), g)
+    writer.flush()
 
 
 def _summarize(g: int, records: dict[int, dict], strategy: CMAStrategy, wall_time: float) -> dict:
