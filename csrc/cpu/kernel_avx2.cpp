@@ -2,19 +2,7 @@
 // Everything that is not at::vec is included before the target pragma, so only these kernels and the
 // Vectorized types of namespace at::vec::AVX2 are compiled for AVX2.
 #if defined(__x86_64__) && defined(__GNUC__)
-#include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
-#include <ATen/Parallel.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-
-#include <algorithm>
-#include <array>
-#include <cmath>
-#include <cstring>
-#include <limits>
-#include <vector>
+#include "capability_prelude.h"
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")

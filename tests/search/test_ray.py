@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from conftest import REPO, SYNTHETIC, subprocess_env
@@ -40,49 +41,63 @@ pytestmark = [
 ]
 
 
+RAY_BIN = str(Path(sys.executable).with_name("ray"))
+
+
+def run_on_cluster(tmp_path, port: int, cfg: dict, body: str, timeout: int) -> subprocess.CompletedProcess:
+    """Start a Ray head node on 127.0.0.1:port inside fresh namespaces, then run ``body`` (bash).
+
+    ``cfg`` is written to cfg.json with its execution section pointed at the cluster. ``body`` starts
+    the second node and the search and must end with ``exit $rc``; every Ray process dies with the
+    pid namespace when the script ends.
+    """
+    cfg = {**cfg, "execution": {**cfg["execution"], "backend": "ray", "ray_address": f"127.0.0.1:{port}"}}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    prelude = textwrap.dedent(
+        f"""
+        set -e
+        ip link set lo up
+        export RAY_USAGE_STATS_ENABLED=0
+        {RAY_BIN} start --head --port={port} --node-ip-address=127.0.0.1 --num-cpus=1 \\
+            --include-dashboard=false --disable-usage-stats > head.log 2>&1
+        """
+    )
+    return subprocess.run(
+        [*UNSHARE, "bash", "-c", prelude + textwrap.dedent(body)],
+        cwd=tmp_path,
+        env=subprocess_env(PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def journal_slots(tmp_path) -> list[tuple[int, int]]:
+    recs = [json.loads(line) for line in (tmp_path / "exp" / "journal.jsonl").read_text().splitlines()]
+    assert all(r["status"] in ("ok", "invariant") for r in recs), [r["status"] for r in recs]
+    return sorted((r["generation"], r["index"]) for r in recs)
+
+
 @pytest.mark.slow
 def test_search_on_a_two_node_ray_cluster_by_address(tmp_path):
     port = 6391
     cfg = {
         "task": {"dataset": "digits"},
         "search": {"population_size": 4, "generations": 2, "seed": 1},
-        "execution": {
-            "backend": "ray",
-            "ray_address": f"127.0.0.1:{port}",
-            "evaluator": SYNTHETIC,
-            "evaluator_options": {"sleep": 0.2},
-        },
+        "execution": {"evaluator": SYNTHETIC, "evaluator_options": {"sleep": 0.2}},
     }
-    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
-    ray_bin = str(__import__("pathlib").Path(sys.executable).with_name("ray"))
-    script = textwrap.dedent(
-        f"""
-        set -e
-        ip link set lo up
-        export RAY_USAGE_STATS_ENABLED=0
-        {ray_bin} start --head --port={port} --node-ip-address=127.0.0.1 --num-cpus=1 \\
-            --include-dashboard=false --disable-usage-stats > head.log 2>&1
-        {ray_bin} start --address=127.0.0.1:{port} --node-ip-address=127.0.0.1 --num-cpus=1 > node.log 2>&1
+    body = f"""
+        {RAY_BIN} start --address=127.0.0.1:{port} --node-ip-address=127.0.0.1 --num-cpus=1 > node.log 2>&1
         set +e
         {sys.executable} -m taylorglo.search run cfg.json --dir exp --no-progress
         rc=$?
-        {ray_bin} stop --force > /dev/null 2>&1
+        {RAY_BIN} stop --force > /dev/null 2>&1
         exit $rc
         """
-    )
-    proc = subprocess.run(
-        [*UNSHARE, "bash", "-c", script],
-        cwd=tmp_path,
-        env=subprocess_env(PYTHONPATH=str(REPO)),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_on_cluster(tmp_path, port, cfg, body, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "generation limit (2) reached" in proc.stdout
-    recs = [json.loads(line) for line in (tmp_path / "exp" / "journal.jsonl").read_text().splitlines()]
-    assert sorted((r["generation"], r["index"]) for r in recs) == [(g, i) for g in range(2) for i in range(4)]
-    assert all(r["status"] in ("ok", "invariant") for r in recs)
+    assert journal_slots(tmp_path) == [(g, i) for g in range(2) for i in range(4)]
 
 
 @pytest.mark.slow
@@ -95,25 +110,13 @@ def test_search_survives_the_second_ray_node_dying_mid_generation(tmp_path):
     cfg = {
         "task": {"dataset": "digits"},
         "search": {"population_size": 6, "generations": 2, "seed": 2, "retries": 2},
-        "execution": {
-            "backend": "ray",
-            "ray_address": f"127.0.0.1:{port}",
-            "evaluator": SYNTHETIC,
-            # candidate 0 finishes first; by then both nodes run a 4 s candidate, so the kill
-            # always takes a running task with it
-            "evaluator_options": {"sleep": [0.5, 4.0, 4.0, 4.0, 0.5, 0.5]},
-        },
+        # candidate 0 finishes first; by then both nodes run a 4 s candidate, so the kill
+        # always takes a running task with it
+        "execution": {"evaluator": SYNTHETIC, "evaluator_options": {"sleep": [0.5, 4.0, 4.0, 4.0, 0.5, 0.5]}},
     }
-    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
-    ray_bin = str(__import__("pathlib").Path(sys.executable).with_name("ray"))
-    script = textwrap.dedent(
-        f"""
-        set -e
-        ip link set lo up
-        export RAY_USAGE_STATS_ENABLED=0
-        {ray_bin} start --head --port={port} --node-ip-address=127.0.0.1 --num-cpus=1 \\
-            --include-dashboard=false --disable-usage-stats > head.log 2>&1
-        {ray_bin} start --address=127.0.0.1:{port} --node-ip-address=127.0.0.1 --num-cpus=1 --block \\
+    alive = "import ray; ray.init(address='127.0.0.1:%d'); print('alive nodes', sum(n['Alive'] for n in ray.nodes()))"
+    body = f"""
+        {RAY_BIN} start --address=127.0.0.1:{port} --node-ip-address=127.0.0.1 --num-cpus=1 --block \\
             > node.log 2>&1 &
         node=$!
         sleep 3
@@ -129,23 +132,13 @@ def test_search_survives_the_second_ray_node_dying_mid_generation(tmp_path):
         wait $search
         rc=$?
         cat search.log
-        {sys.executable} -c "import ray; ray.init(address='127.0.0.1:{port}'); print('alive nodes', sum(n['Alive'] for n in ray.nodes()))" 2> /dev/null
-        {ray_bin} stop --force > /dev/null 2>&1
+        {sys.executable} -c "{alive % port}" 2> /dev/null
+        {RAY_BIN} stop --force > /dev/null 2>&1
         exit $rc
         """
-    )
-    proc = subprocess.run(
-        [*UNSHARE, "bash", "-c", script],
-        cwd=tmp_path,
-        env=subprocess_env(PYTHONPATH=str(REPO)),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    proc = run_on_cluster(tmp_path, port, cfg, body, timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "killed.txt").exists()
     assert "alive nodes 1" in proc.stdout, proc.stdout  # the cluster did lose the node
     assert "generation limit (2) reached" in proc.stdout
-    recs = [json.loads(line) for line in (tmp_path / "exp" / "journal.jsonl").read_text().splitlines()]
-    assert sorted((r["generation"], r["index"]) for r in recs) == [(g, i) for g in range(2) for i in range(6)]
-    assert all(r["status"] in ("ok", "invariant") for r in recs), [r["status"] for r in recs]
+    assert journal_slots(tmp_path) == [(g, i) for g in range(2) for i in range(6)]
