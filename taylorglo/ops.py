@@ -1,9 +1,9 @@
-"""The compiled Taylor-loss ops: loading the extension, fake-tensor and autograd registration.
+"""The compiled Taylor-loss ops: loading the extension and fake-tensor registration.
 
 The schemas live in ``csrc/taylor_loss.cpp`` (namespace ``taylorglo``), the kernels in
-``csrc/cpu`` and ``csrc/cuda``. This module adds what PyTorch needs around them: shape-only (fake)
-implementations for ``torch.compile`` and export, and the autograd formula, whose backward is itself
-a registered op. Nothing else lives here.
+``csrc/cpu`` and ``csrc/cuda``, and the autograd formulas in ``csrc/autograd.cpp`` (registered in
+C++ under the Autograd key, whose backward is itself a registered op). This module adds the
+shape-only (fake) implementations that ``torch.compile`` and export need. Nothing else lives here.
 """
 
 from __future__ import annotations
@@ -98,73 +98,3 @@ if EXTENSION_ERROR is None:
     @torch.library.register_fake("taylorglo::soft_backward")
     def _soft_backward_fake(grad_loss, logits, target, coef, stats):
         return torch.empty_like(logits, memory_format=torch.contiguous_format)
-
-    # ------------------------------------------------------------------------------------------
-    # Autograd. The per-row loss depends on the logits and on the power-basis coefficients; the
-    # gradient w.r.t. the logits is one fused op; the gradient w.r.t. the coefficients (needed only
-    # when the loss parameters themselves are trained) is d loss_row / d coef = -(power sums of p),
-    # computed here with ordinary tensor ops from the saved log-sum-exp.
-
-    def _powers(p: torch.Tensor, order: int) -> torch.Tensor:
-        return p.unsqueeze(-1) ** torch.arange(order + 1, device=p.device, dtype=p.dtype)
-
-    def _probs(logits: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
-        # logits (N, C, *s) -> p (rows, C) in the accumulation dtype, row order as the kernels use.
-        z = logits.to(lse.dtype).movedim(1, -1).reshape(-1, logits.shape[1])
-        return torch.exp(z - lse.unsqueeze(1))
-
-    def _hard_setup(ctx, inputs, output):
-        logits, target, coef, ignore_index = inputs
-        ctx.ignore_index = ignore_index
-        ctx.save_for_backward(logits, target, coef, output[1])
-
-    def _check_first_order(grad_loss: torch.Tensor, logits: torch.Tensor) -> None:
-        if torch.is_grad_enabled() and (grad_loss.requires_grad or logits.requires_grad):
-            raise RuntimeError(
-                "taylorglo: the fused Taylor-loss kernels are not twice differentiable (create_graph=True); "
-                "for second-order gradients use TaylorLoss(..., backend='reference')"
-            )
-
-    def _hard_backward(ctx, grad_loss, grad_stats):
-        logits, target, coef, stats = ctx.saved_tensors
-        _check_first_order(grad_loss, logits)
-        grad_loss = grad_loss.to(stats.dtype).contiguous()
-        grad_logits = grad_coef = None
-        if ctx.needs_input_grad[0]:
-            grad_logits = torch.ops.taylorglo.hard_backward.default(
-                grad_loss, logits, target, coef, stats, ctx.ignore_index
-            )
-        if ctx.needs_input_grad[2]:
-            order = coef.shape[1] - 1
-            p = _probs(logits, stats[:, 0])
-            t = target.reshape(-1)
-            valid = t != ctx.ignore_index
-            tc = torch.where(valid, t, 0).unsqueeze(1)
-            pw = _powers(p, order)  # (rows, C, K+1)
-            pt_pw = pw.gather(1, tc.unsqueeze(-1).expand(-1, 1, order + 1)).squeeze(1)
-            other = pw.sum(1) - pt_pw
-            basis = -torch.stack([other, pt_pw], dim=1) * valid.view(-1, 1, 1)
-            grad_coef = torch.einsum("r,rab->ab", grad_loss.reshape(-1), basis)
-        return grad_logits, None, grad_coef, None
-
-    def _soft_setup(ctx, inputs, output):
-        logits, target, coef = inputs
-        ctx.save_for_backward(logits, target, coef, output[1])
-
-    def _soft_backward(ctx, grad_loss, grad_stats):
-        logits, target, coef, stats = ctx.saved_tensors
-        _check_first_order(grad_loss, logits)
-        grad_loss = grad_loss.to(stats.dtype).contiguous()
-        grad_logits = grad_coef = None
-        if ctx.needs_input_grad[0]:
-            grad_logits = torch.ops.taylorglo.soft_backward.default(grad_loss, logits, target, coef, stats)
-        if ctx.needs_input_grad[2]:
-            order = coef.shape[1] - 1
-            p = _probs(logits, stats[:, 0])
-            x = target.to(stats.dtype).movedim(1, -1).reshape(p.shape)
-            basis = -torch.einsum("rci,rcm->rim", _powers(x, order), _powers(p, order))
-            grad_coef = torch.einsum("r,rim->im", grad_loss.reshape(-1), basis)
-        return grad_logits, None, grad_coef
-
-    torch.library.register_autograd("taylorglo::hard_forward", _hard_backward, setup_context=_hard_setup)
-    torch.library.register_autograd("taylorglo::soft_forward", _soft_backward, setup_context=_soft_setup)

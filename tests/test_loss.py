@@ -420,7 +420,7 @@ def test_compiled_kernel_runs_on_cpu_not_the_reference(monkeypatch):
     assert torch.isfinite(out)
     z = torch.randn(4, 3, requires_grad=True)
     per_row = TaylorLoss(WORKED, reduction="none")(z, torch.tensor([0, 1, 2, 0]))
-    assert "taylorglo_hard_forward" in type(per_row.grad_fn).__name__
+    assert per_row.grad_fn.name().endswith("taylorglo::(anonymous namespace)::HardForward>")
 
 
 def test_cpu_kernel_capabilities_agree():

@@ -119,6 +119,30 @@ inline void store_vec(const Vectorized<acc_t>& v, scalar_t* p, int64_t n) {
   }
 }
 
+// out[j] = f(z_j, x_j) for j in [0, C), f mapping vectors of acc_t (x null: zeros). 16-bit rows go
+// two vectors per step, so that each conversion back to 16 bits fills a whole vector.
+template <typename acc_t, typename scalar_t, typename F>
+inline void map_row(const scalar_t* z, const scalar_t* x, scalar_t* out, int64_t C, F&& f) {
+  using Vec = Vectorized<acc_t>;
+  constexpr int64_t V = Vec::size();
+  auto xv = [&](int64_t j) { return x ? load_vec<acc_t>(x + j, C - j, acc_t(0)) : Vec(acc_t(0)); };
+  if constexpr (kIs16Bit<scalar_t>) {
+    int64_t j = 0;
+    for (; j + 2 * V <= C; j += 2 * V) {
+      const Vec a = f(load_vec<acc_t>(z + j, V, acc_t(0)), xv(j));
+      const Vec b = f(load_vec<acc_t>(z + j + V, V, acc_t(0)), xv(j + V));
+      at::vec::convert_from_float<scalar_t>(a, b).store(out + j);
+    }
+    if (j < C) {
+      const Vec a = f(load_vec<acc_t>(z + j, C - j, acc_t(0)), xv(j));
+      const Vec b = C - j > V ? f(load_vec<acc_t>(z + j + V, C - j - V, acc_t(0)), xv(j + V)) : a;
+      at::vec::convert_from_float<scalar_t>(a, b).store(out + j, static_cast<int>(C - j));
+    }
+  } else {
+    for (int64_t j = 0; j < C; j += V) store_vec<acc_t>(f(load_vec<acc_t>(z + j, C - j, acc_t(0)), xv(j)), out + j, C - j);
+  }
+}
+
 template <typename acc_t>
 inline acc_t reduce_add(const Vectorized<acc_t>& v) {
   return at::vec::vec_reduce_all<acc_t>([](Vectorized<acc_t> a, Vectorized<acc_t> b) { return a + b; }, v);
@@ -503,12 +527,12 @@ void hard_backward_impl(const at::Tensor& grad_loss, const at::Tensor& logits, c
     const acc_t lse = s[0], D = s[1], Q = s[2], omp = s[3];
     const acc_t gscale = -go[r];
     const Vec vlse(lse), vD(D), vscale(gscale);
-    for (int64_t j = 0; j < C; j += Vec::size()) {
-      const Vec p = (load_vec<acc_t>(z + j, C - j, acc_t(0)) - vlse).exp();
+    map_row<acc_t>(z, static_cast<const scalar_t*>(nullptr), out, C, [&](const Vec& zj, const Vec&) {
+      const Vec p = (zj - vlse).exp();
       Vec gp(dA[K - 1]);
       for (int m = K - 2; m >= 0; --m) gp = at::vec::fmadd(gp, p, Vec(dA[m]));
-      store_vec<acc_t>(vscale * p * (gp - vD), out + j, C - j);
-    }
+      return vscale * p * (gp - vD);
+    });
     // Target: g_t - D = B'(p_t)(1 - p_t) - Q with 1 - p_t taken from the non-target sums.
     const acc_t pt = std::exp(static_cast<acc_t>(z[t]) - lse);
     out[t] = static_cast<scalar_t>(gscale * pt * (poly_derivative(B, K, pt) * omp - Q));
@@ -636,11 +660,10 @@ void soft_backward_impl(const at::Tensor& grad_loss, const at::Tensor& logits, c
     const scalar_t* x = x_data + r * C;
     scalar_t* out = g_data + r * C;
     const Vec vlse(st[2 * r]), vD(st[2 * r + 1]), vscale(-go[r]);
-    for (int64_t j = 0; j < C; j += Vec::size()) {
-      const Vec p = (load_vec<acc_t>(z + j, C - j, acc_t(0)) - vlse).exp();
-      const Vec g = P.derivative(load_vec<acc_t>(x + j, C - j, acc_t(0)), p);
-      store_vec<acc_t>(vscale * p * (g - vD), out + j, C - j);
-    }
+    map_row<acc_t>(z, x, out, C, [&](const Vec& zj, const Vec& xj) {
+      const Vec p = (zj - vlse).exp();
+      return vscale * p * (P.derivative(xj, p) - vD);
+    });
   });
 }
 
