@@ -522,12 +522,21 @@ def test_all_ignored_batch_gives_zero_loss_and_zero_gradient():
     assert torch.all(g == 0)
 
 
-def test_nan_and_inf_logits_give_nan_loss_not_a_crash():
-    logits = torch.randn(4, 3)
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(4, 3), (4, 200), (4, 3, 5)], ids=["few-classes", "many-classes", "n-d"])
+@pytest.mark.parametrize("soft", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_nan_and_inf_logits_give_nan_loss_and_gradient_in_their_rows_only(device, shape, soft, dtype):
+    logits, target = make_inputs(shape, dtype, device, soft=soft)
     logits[1, 0] = float("nan")
     logits[2, 1] = float("inf")
-    out = taylor_loss(logits, torch.tensor([0, 1, 2, 0]), WORKED, reduction="none")
-    assert torch.isnan(out[1]) and torch.isnan(out[2]) and torch.isfinite(out[[0, 3]]).all()
+    logits[3, :] = float("-inf")  # no finite logit at all
+    z = logits.clone().requires_grad_(True)
+    out = taylor_loss(z, target, WORKED, reduction="none", backend="kernel")
+    out.sum().backward()
+    bad = torch.tensor([False, True, True, True], device=device)
+    assert torch.isnan(out[bad]).all() and torch.isfinite(out[~bad]).all()
+    assert torch.isnan(z.grad[bad]).all() and torch.isfinite(z.grad[~bad]).all()
 
 
 def test_non_contiguous_inputs_are_handled():
