@@ -528,7 +528,10 @@ def test_all_ignored_batch_gives_zero_loss_and_zero_gradient():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_nan_and_inf_logits_give_nan_loss_and_gradient_in_their_rows_only(device, shape, soft, dtype):
     logits, target = make_inputs(shape, dtype, device, soft=soft)
-    logits[1, 0] = float("nan")
+    logits[0, 1] = float("-inf")  # a masked class: the row stays finite
+    logits[1, -3] = float("nan")  # (CUDA: one lane holds only the NaN, its neighbour only the target)
+    if not soft:
+        target[1] = 1
     logits[2, 1] = float("inf")
     logits[3, :] = float("-inf")  # no finite logit at all
     z = logits.clone().requires_grad_(True)

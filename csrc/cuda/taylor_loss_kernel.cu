@@ -25,6 +25,7 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <limits>
 
 #include "../checks.h"
 
@@ -69,7 +70,9 @@ struct PowerSums {
       rescale(dev_exp(M - z), K);  // exp(-inf) = 0 on the first element
       M = z;
     }
-    const acc_t e = dev_exp(z - M);  // NaN for NaN or +inf logits: the loss becomes NaN
+    // -inf logits add nothing (also while M is still -inf, where z - M would be NaN); NaN or +inf
+    // logits make e NaN, and the loss with it.
+    const acc_t e = z == neg_inf<acc_t>() ? acc_t(0) : dev_exp(z - M);
     acc_t pw = e;
 #pragma unroll
     for (int m = 1; m <= KMAX; ++m) {
@@ -80,10 +83,12 @@ struct PowerSums {
     }
   }
 
+  // No early exit for empty sides: a side whose M is -inf (no finite logit yet) is scaled by 0, so
+  // the NaN of a NaN-only side still propagates (R * 0 = NaN).
   __device__ __forceinline__ void merge(acc_t M2, const acc_t* R2, int K) {
     const acc_t Mn = M > M2 ? M : M2;
-    if (Mn == neg_inf<acc_t>()) return;
-    const acc_t s1 = dev_exp(M - Mn), s2 = dev_exp(M2 - Mn);
+    const acc_t s1 = M == neg_inf<acc_t>() ? acc_t(0) : dev_exp(M - Mn);
+    const acc_t s2 = M2 == neg_inf<acc_t>() ? acc_t(0) : dev_exp(M2 - Mn);
     acc_t p1 = s1, p2 = s2;
 #pragma unroll
     for (int m = 1; m <= KMAX; ++m) {
@@ -203,7 +208,10 @@ __global__ void __launch_bounds__(GROUP >= 256 ? GROUP : 256)
     return;
   }
   CUDA_KERNEL_ASSERT(t >= 0 && t < l.C && "taylorglo: target class index out of range [0, C)");
-  if (t < 0 || t >= l.C) return;
+  if (t < 0 || t >= l.C) {  // reached only where device asserts are compiled out
+    if (ri.lane == 0) loss[ri.row] = st[0] = st[1] = st[2] = st[3] = std::numeric_limits<acc_t>::quiet_NaN();
+    return;
+  }
 
   PowerSums<acc_t, KMAX> s;
   s.init();
@@ -258,12 +266,10 @@ __global__ void __launch_bounds__(GROUP >= 256 ? GROUP : 256)
     for (int64_t j = ri.lane; j < l.C; j += GROUP) grad[ri.base + j * l.inner] = scalar_t(0);
     return;
   }
-  acc_t dA[KMAX + 1], B[KMAX + 1];
+  acc_t dA[KMAX + 1];  // indexed by compile-time indices only: stays in registers
 #pragma unroll
-  for (int m = 0; m <= KMAX; ++m) {
-    dA[m] = (m < K) ? acc_t(m + 1) * coef[m + 1] : acc_t(0);
-    B[m] = (m <= K) ? coef[K + 1 + m] : acc_t(0);
-  }
+  for (int m = 0; m <= KMAX; ++m) dA[m] = (m < K) ? acc_t(m + 1) * coef[m + 1] : acc_t(0);
+  const acc_t* B = coef + (K + 1);
   const acc_t* st = stats + 4 * ri.row;
   const acc_t lse = st[0], D = st[1], Q = st[2], omp = st[3];
   const acc_t gscale = -grad_loss[ri.row];
@@ -311,7 +317,8 @@ __global__ void __launch_bounds__(GROUP >= 256 ? GROUP : 256)
   s.init();
   for (int64_t j = ri.lane; j < l.C; j += GROUP) s.add(static_cast<acc_t>(logits[ri.base + j * l.inner]), 1);
   group_reduce<acc_t, 1, GROUP>(s, 1, smem);
-  const acc_t lse = s.M + dev_log(s.R[1]);
+  // A row without a finite logit gets NaN statistics, as on the CPU.
+  const acc_t lse = s.M == neg_inf<acc_t>() ? std::numeric_limits<acc_t>::quiet_NaN() : s.M + dev_log(s.R[1]);
   acc_t fsum = acc_t(0), dsum = acc_t(0);
   for (int64_t j = ri.lane; j < l.C; j += GROUP) {
     const int64_t off = ri.base + j * l.inner;
