@@ -1,5 +1,7 @@
 // Autograd of the forward ops, registered in C++ under the Autograd dispatch key (the backward of a
-// Python-registered formula costs tens of microseconds per call, the whole cost of a small batch).
+// Python-registered formula costs tens of microseconds per call, the whole cost of a small batch),
+// and the reduced losses `hard_loss` / `soft_loss`: forward op + mean/sum reduction as one op with one
+// autograd node (what taylorglo.taylor_loss calls; the reduction glue in Python cost ~12 us a call).
 //
 // The forward op saves its per-row statistics; the backward is one fused op for the logits' gradient.
 // The gradient w.r.t. the power-basis coefficients, needed only when the loss parameters themselves
@@ -69,6 +71,91 @@ at::Tensor powers(const at::Tensor& v, int64_t order) {
   return v.unsqueeze(-1).pow(at::arange(order + 1, v.options()));
 }
 
+// d loss / d logits and d loss / d coef of the hard-label loss, given the per-row grad_loss.
+variable_list hard_input_grads(AutogradContext* ctx, const at::Tensor& grad_rows, int64_t ignore_index) {
+  const auto saved = ctx->get_saved_variables();
+  const at::Tensor &logits = saved[0], &target = saved[1], &coef = saved[2], &stats = saved[3];
+  check_first_order(grad_rows, logits);
+  const at::Tensor grad_loss = grad_rows.to(stats.scalar_type()).contiguous();
+  at::Tensor grad_logits, grad_coef;
+  if (ctx->needs_input_grad(0))
+    grad_logits = call_hard_backward(grad_loss, logits, target, coef, stats, ignore_index);
+  if (ctx->needs_input_grad(2)) {
+    // d loss / d A_m = -sum_{c != t} p_c^m,  d loss / d B_m = -p_t^m  (ignored rows: 0).
+    const int64_t order = coef.size(1) - 1;
+    const at::Tensor pw = powers(probabilities(logits, stats), order);  // (rows, C, K+1)
+    const at::Tensor t = target.reshape({-1});
+    const at::Tensor valid = t.ne(ignore_index);
+    const at::Tensor tc = at::where(valid, t, at::zeros_like(t)).view({-1, 1, 1}).expand({-1, 1, order + 1});
+    const at::Tensor pt_pw = pw.gather(1, tc).squeeze(1);
+    const at::Tensor basis = at::stack({pw.sum(1) - pt_pw, pt_pw}, 1) * valid.view({-1, 1, 1});
+    grad_coef = -at::einsum("r,rab->ab", {grad_loss.reshape({-1}), basis});
+  }
+  return {grad_logits, at::Tensor(), grad_coef};
+}
+
+variable_list soft_input_grads(AutogradContext* ctx, const at::Tensor& grad_rows) {
+  const auto saved = ctx->get_saved_variables();
+  const at::Tensor &logits = saved[0], &target = saved[1], &coef = saved[2], &stats = saved[3];
+  check_first_order(grad_rows, logits);
+  const at::Tensor grad_loss = grad_rows.to(stats.scalar_type()).contiguous();
+  at::Tensor grad_logits, grad_coef;
+  if (ctx->needs_input_grad(0)) grad_logits = call_soft_backward(grad_loss, logits, target, coef, stats);
+  if (ctx->needs_input_grad(2)) {
+    // d loss / d coef[i][m] = -sum_c x_c^i p_c^m.
+    const int64_t order = coef.size(1) - 1;
+    const at::Tensor p = probabilities(logits, stats);
+    const at::Tensor x = target.to(stats.scalar_type()).movedim(1, -1).reshape(p.sizes());
+    grad_coef = -at::einsum("r,rci,rcm->im", {grad_loss.reshape({-1}), powers(x, order), powers(p, order)});
+  }
+  return {grad_logits, at::Tensor(), grad_coef};
+}
+
+// Reductions as at::Reduction numbers them: 0 none, 1 mean (over non-ignored positions; 0 when there
+// are none), 2 sum. Shapes are SymInts, so that torch.compile can trace these with dynamic shapes.
+constexpr int64_t kNone = 0, kMean = 1, kSum = 2;
+
+void check_reduction(int64_t reduction) {
+  TORCH_CHECK(reduction == kNone || reduction == kMean || reduction == kSum,
+              "taylorglo: reduction must be 0 (none), 1 (mean) or 2 (sum), got ", reduction);
+}
+
+// The per-position loss's shape: the logits' without dim 1.
+c10::SymDimVector loss_shape(const at::Tensor& logits) {
+  const auto sizes = logits.sym_sizes();
+  c10::SymDimVector shape{sizes[0]};
+  for (size_t d = 2; d < sizes.size(); ++d) shape.push_back(sizes[d]);
+  return shape;
+}
+
+// The mean's divisor with hard labels: the non-ignored positions (at least 1). Soft labels divide by
+// the number of positions, which the shapes give (an undefined tensor here).
+at::Tensor hard_count(const at::Tensor& target, int64_t ignore_index, const at::Tensor& like) {
+  return target.ne(ignore_index).sum().clamp_min(1).to(like.scalar_type());
+}
+
+at::Tensor divide_by_count(const at::Tensor& v, const at::Tensor& count, const at::Tensor& logits) {
+  if (count.defined()) return v / count;
+  c10::SymInt positions = 1;
+  for (const auto& d : loss_shape(logits)) positions = positions * d;
+  return v / c10::Scalar(positions.max(1));
+}
+
+at::Tensor reduce(const at::Tensor& loss, int64_t reduction, const at::Tensor& count, const at::Tensor& logits) {
+  if (reduction == kNone) return loss;
+  const at::Tensor total = loss.sum();
+  return reduction == kSum ? total : divide_by_count(total, count, logits);
+}
+
+// The per-position gradient of a reduced loss: the output's gradient spread over the positions.
+at::Tensor spread(const at::Tensor& grad_out, const at::Tensor& stats, const at::Tensor& logits, int64_t reduction,
+                  const at::Tensor& count) {
+  if (reduction == kNone) return grad_out;
+  at::Tensor g = grad_out.to(stats.scalar_type());
+  if (reduction == kMean) g = divide_by_count(g, count, logits);
+  return g.expand_symint(loss_shape(logits));
+}
+
 class HardForward : public torch::autograd::Function<HardForward> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& logits, const at::Tensor& target,
@@ -82,26 +169,9 @@ class HardForward : public torch::autograd::Function<HardForward> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const at::Tensor &logits = saved[0], &target = saved[1], &coef = saved[2], &stats = saved[3];
-    const int64_t ignore_index = ctx->saved_data["ignore_index"].toInt();
-    check_first_order(grads[0], logits);
-    const at::Tensor grad_loss = grads[0].to(stats.scalar_type()).contiguous();
-    at::Tensor grad_logits, grad_coef;
-    if (ctx->needs_input_grad(0))
-      grad_logits = call_hard_backward(grad_loss, logits, target, coef, stats, ignore_index);
-    if (ctx->needs_input_grad(2)) {
-      // d loss / d A_m = -sum_{c != t} p_c^m,  d loss / d B_m = -p_t^m  (ignored rows: 0).
-      const int64_t order = coef.size(1) - 1;
-      const at::Tensor pw = powers(probabilities(logits, stats), order);  // (rows, C, K+1)
-      const at::Tensor t = target.reshape({-1});
-      const at::Tensor valid = t.ne(ignore_index);
-      const at::Tensor tc = at::where(valid, t, at::zeros_like(t)).view({-1, 1, 1}).expand({-1, 1, order + 1});
-      const at::Tensor pt_pw = pw.gather(1, tc).squeeze(1);
-      const at::Tensor basis = at::stack({pw.sum(1) - pt_pw, pt_pw}, 1) * valid.view({-1, 1, 1});
-      grad_coef = -at::einsum("r,rab->ab", {grad_loss.reshape({-1}), basis});
-    }
-    return {grad_logits, at::Tensor(), grad_coef, at::Tensor()};
+    auto out = hard_input_grads(ctx, grads[0], ctx->saved_data["ignore_index"].toInt());
+    out.emplace_back();
+    return out;
   }
 };
 
@@ -117,20 +187,54 @@ class SoftForward : public torch::autograd::Function<SoftForward> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    return soft_input_grads(ctx, grads[0]);
+  }
+};
+
+class HardLoss : public torch::autograd::Function<HardLoss> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& logits, const at::Tensor& target,
+                               const at::Tensor& coef, int64_t ignore_index, int64_t reduction) {
+    check_reduction(reduction);
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [loss, stats] = call_hard_forward(logits, target, coef, ignore_index);
+    const at::Tensor count = reduction == kMean ? hard_count(target, ignore_index, loss) : at::Tensor();
+    ctx->save_for_backward({logits, target, coef, stats, count});
+    ctx->saved_data["ignore_index"] = ignore_index;
+    ctx->saved_data["reduction"] = reduction;
+    return {reduce(loss, reduction, count, logits)};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor &logits = saved[0], &target = saved[1], &coef = saved[2], &stats = saved[3];
-    check_first_order(grads[0], logits);
-    const at::Tensor grad_loss = grads[0].to(stats.scalar_type()).contiguous();
-    at::Tensor grad_logits, grad_coef;
-    if (ctx->needs_input_grad(0)) grad_logits = call_soft_backward(grad_loss, logits, target, coef, stats);
-    if (ctx->needs_input_grad(2)) {
-      // d loss / d coef[i][m] = -sum_c x_c^i p_c^m.
-      const int64_t order = coef.size(1) - 1;
-      const at::Tensor p = probabilities(logits, stats);
-      const at::Tensor x = target.to(stats.scalar_type()).movedim(1, -1).reshape(p.sizes());
-      grad_coef = -at::einsum("r,rci,rcm->im", {grad_loss.reshape({-1}), powers(x, order), powers(p, order)});
-    }
-    return {grad_logits, at::Tensor(), grad_coef};
+    const at::Tensor rows =
+        spread(grads[0], saved[3], saved[0], ctx->saved_data["reduction"].toInt(), saved[4]);
+    auto out = hard_input_grads(ctx, rows, ctx->saved_data["ignore_index"].toInt());
+    out.emplace_back();
+    out.emplace_back();
+    return out;
+  }
+};
+
+class SoftLoss : public torch::autograd::Function<SoftLoss> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& logits, const at::Tensor& target,
+                               const at::Tensor& coef, int64_t reduction) {
+    check_reduction(reduction);
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [loss, stats] = call_soft_forward(logits, target, coef);
+    ctx->save_for_backward({logits, target, coef, stats});
+    ctx->saved_data["reduction"] = reduction;
+    return {reduce(loss, reduction, at::Tensor(), logits)};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor rows =
+        spread(grads[0], saved[3], saved[0], ctx->saved_data["reduction"].toInt(), at::Tensor());
+    auto out = soft_input_grads(ctx, rows);
+    out.emplace_back();
+    return out;
   }
 };
 
@@ -145,11 +249,48 @@ Pair soft_forward_autograd(const at::Tensor& logits, const at::Tensor& target, c
   return {out[0], out[1]};
 }
 
+at::Tensor hard_loss_autograd(const at::Tensor& logits, const at::Tensor& target, const at::Tensor& coef,
+                              int64_t ignore_index, int64_t reduction) {
+  return HardLoss::apply(logits, target, coef, ignore_index, reduction)[0];
+}
+
+at::Tensor soft_loss_autograd(const at::Tensor& logits, const at::Tensor& target, const at::Tensor& coef,
+                              int64_t reduction) {
+  return SoftLoss::apply(logits, target, coef, reduction)[0];
+}
+
+// Below autograd (inference, and tracing): the forward op and the reduction.
+at::Tensor hard_loss_plain(const at::Tensor& logits, const at::Tensor& target, const at::Tensor& coef,
+                           int64_t ignore_index, int64_t reduction) {
+  check_reduction(reduction);
+  const at::Tensor loss = std::get<0>(call_hard_forward(logits, target, coef, ignore_index));
+  return reduce(loss, reduction, reduction == kMean ? hard_count(target, ignore_index, loss) : at::Tensor(), logits);
+}
+
+at::Tensor soft_loss_plain(const at::Tensor& logits, const at::Tensor& target, const at::Tensor& coef,
+                           int64_t reduction) {
+  check_reduction(reduction);
+  const at::Tensor loss = std::get<0>(call_soft_forward(logits, target, coef));
+  return reduce(loss, reduction, at::Tensor(), logits);
+}
+
 }  // namespace
+
+TORCH_LIBRARY_FRAGMENT(taylorglo, m) {
+  m.def("hard_loss(Tensor logits, Tensor target, Tensor coef, int ignore_index, int reduction) -> Tensor");
+  m.def("soft_loss(Tensor logits, Tensor target, Tensor coef, int reduction) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(taylorglo, CompositeExplicitAutograd, m) {
+  m.impl("hard_loss", &hard_loss_plain);
+  m.impl("soft_loss", &soft_loss_plain);
+}
 
 TORCH_LIBRARY_IMPL(taylorglo, Autograd, m) {
   m.impl("hard_forward", &hard_forward_autograd);
   m.impl("soft_forward", &soft_forward_autograd);
+  m.impl("hard_loss", &hard_loss_autograd);
+  m.impl("soft_loss", &soft_loss_autograd);
 }
 
 }  // namespace taylorglo

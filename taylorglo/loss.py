@@ -29,6 +29,7 @@ from taylorglo.reference import taylor_loss_reference
 __all__ = ["TaylorLoss", "taylor_loss"]
 
 _REDUCTIONS = ("none", "mean", "sum")
+_REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}  # at::Reduction, as the ops take it
 _BACKENDS = ("auto", "kernel", "reference")
 
 
@@ -294,25 +295,18 @@ def taylor_loss(
                 params=weakref.ref(params),
                 progress=None if progress is None else weakref.ref(progress),
             )
-    logits_c = logits.contiguous()
+    # One op: the fused forward kernel and the reduction, with one autograd node (csrc/autograd.cpp).
+    code = _REDUCTION_CODES[reduction]
     if hard:
-        per_pos, _ = torch.ops.taylorglo.hard_forward.default(
-            logits_c, target.contiguous(), coef, ignore_index
+        out = torch.ops.taylorglo.hard_loss.default(
+            logits.contiguous(), target.contiguous(), coef, ignore_index, code
         )
     else:
-        per_pos, _ = torch.ops.taylorglo.soft_forward.default(
-            logits_c, target.to(logits.dtype).contiguous(), coef
+        out = torch.ops.taylorglo.soft_loss.default(
+            logits.contiguous(), target.to(logits.dtype).contiguous(), coef, code
         )
-
-    if reduction == "none":
-        out = per_pos.squeeze(0) if unbatched else per_pos
-    elif reduction == "sum":
-        out = per_pos.sum()
-    elif hard:
-        count = (target != ignore_index).sum()
-        out = per_pos.sum() / count.clamp(min=1)
-    else:
-        out = per_pos.mean() if per_pos.numel() else per_pos.sum()
+    if unbatched and reduction == "none":
+        out = out.squeeze(0)
     return out.to(logits.dtype)
 
 

@@ -98,3 +98,21 @@ if EXTENSION_ERROR is None:
     @torch.library.register_fake("taylorglo::soft_backward")
     def _soft_backward_fake(grad_loss, logits, target, coef, stats):
         return torch.empty_like(logits, memory_format=torch.contiguous_format)
+
+    def _reduced_fake(logits, reduction):
+        torch._check(
+            logits.dim() >= 2, lambda: f"taylorglo: logits must have shape (N, C, ...), got {logits.shape}"
+        )
+        torch._check(
+            reduction in (0, 1, 2), lambda: f"taylorglo: reduction must be 0, 1 or 2, got {reduction}"
+        )
+        shape = _loss_shape(logits) if reduction == 0 else []
+        return logits.new_empty(shape, dtype=_acc_dtype(logits))
+
+    @torch.library.register_fake("taylorglo::hard_loss")
+    def _hard_loss_fake(logits, target, coef, ignore_index, reduction):
+        return _reduced_fake(logits, reduction)
+
+    @torch.library.register_fake("taylorglo::soft_loss")
+    def _soft_loss_fake(logits, target, coef, reduction):
+        return _reduced_fake(logits, reduction)

@@ -81,13 +81,17 @@ def check_parity(logits, target, params, tol_dtype=None, **kw):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("soft", [False, True])
 @pytest.mark.parametrize("order", [1, 2, 3, 4, 5, 6, 7, 12])
-@pytest.mark.parametrize("shape", [(37, 5), (37, 13), (9, 203)], ids=["5-classes", "13-classes", "203-classes"])
+@pytest.mark.parametrize(
+    "shape", [(37, 5), (37, 13), (9, 203)], ids=["5-classes", "13-classes", "203-classes"]
+)
 def test_kernel_matches_reference_across_dtypes_orders_and_targets(device, dtype, soft, order, shape):
     # CPU: (N, C) inputs with few classes run transposed lane tiles (37 rows: a partial last tile),
     # forward and backward with 5 classes, forward only with 13; many classes run one row at a time
     # (203: a partial last vector). Orders 2-6 are compiled for their order, the others (7, 12 here)
     # run the generic loops.
-    logits, target = make_inputs(shape, dtype, device, soft=soft, ignore_frac=0.0 if soft else 0.2, seed=order)
+    logits, target = make_inputs(
+        shape, dtype, device, soft=soft, ignore_frac=0.0 if soft else 0.2, seed=order
+    )
     check_parity(logits, target, random_params(order, seed=order), order=order)
 
 
@@ -276,6 +280,25 @@ def _sample_args(soft):
 
 
 @pytest.mark.parametrize("soft", [False, True])
+@pytest.mark.parametrize("reduction", [0, 1, 2])
+def test_opcheck_reduced_loss_ops(soft, reduction):
+    logits, target, coef = _sample_args(soft)
+    logits.requires_grad_(True)
+    if soft:
+        torch.library.opcheck(torch.ops.taylorglo.soft_loss.default, (logits, target, coef, reduction))
+    else:
+        torch.library.opcheck(torch.ops.taylorglo.hard_loss.default, (logits, target, coef, -100, reduction))
+
+
+def test_reduced_loss_op_rejects_an_unknown_reduction():
+    logits, target, coef = _sample_args(False)
+    with pytest.raises(
+        RuntimeError, match="reduction must be 0 \\(none\\), 1 \\(mean\\) or 2 \\(sum\\), got 3"
+    ):
+        torch.ops.taylorglo.hard_loss(logits, target, coef, -100, 3)
+
+
+@pytest.mark.parametrize("soft", [False, True])
 def test_opcheck_forward_and_backward_ops(soft):
     logits, target, coef = _sample_args(soft)
     if soft:
@@ -420,7 +443,7 @@ def test_compiled_kernel_runs_on_cpu_not_the_reference(monkeypatch):
     assert torch.isfinite(out)
     z = torch.randn(4, 3, requires_grad=True)
     per_row = TaylorLoss(WORKED, reduction="none")(z, torch.tensor([0, 1, 2, 0]))
-    assert per_row.grad_fn.name().endswith("taylorglo::(anonymous namespace)::HardForward>")
+    assert per_row.grad_fn.name().endswith("taylorglo::(anonymous namespace)::HardLoss>")
 
 
 def test_cpu_kernel_capabilities_agree():
