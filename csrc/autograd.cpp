@@ -141,10 +141,14 @@ at::Tensor divide_by_count(const at::Tensor& v, const at::Tensor& count, const a
   return v / c10::Scalar(positions.max(1));
 }
 
+// The reduced loss, in the logits' dtype (accumulated in at least float32).
 at::Tensor reduce(const at::Tensor& loss, int64_t reduction, const at::Tensor& count, const at::Tensor& logits) {
-  if (reduction == kNone) return loss;
-  const at::Tensor total = loss.sum();
-  return reduction == kSum ? total : divide_by_count(total, count, logits);
+  at::Tensor out = loss;
+  if (reduction != kNone) {
+    const at::Tensor total = loss.sum();
+    out = reduction == kSum ? total : divide_by_count(total, count, logits);
+  }
+  return out.scalar_type() == logits.scalar_type() ? out : out.to(logits.scalar_type());
 }
 
 // The per-position gradient of a reduced loss: the output's gradient spread over the positions.
@@ -275,11 +279,6 @@ at::Tensor soft_loss_plain(const at::Tensor& logits, const at::Tensor& target, c
 }
 
 }  // namespace
-
-TORCH_LIBRARY_FRAGMENT(taylorglo, m) {
-  m.def("hard_loss(Tensor logits, Tensor target, Tensor coef, int ignore_index, int reduction) -> Tensor");
-  m.def("soft_loss(Tensor logits, Tensor target, Tensor coef, int reduction) -> Tensor");
-}
 
 TORCH_LIBRARY_IMPL(taylorglo, CompositeExplicitAutograd, m) {
   m.impl("hard_loss", &hard_loss_plain);

@@ -37,4 +37,9 @@ TORCH_LIBRARY(taylorglo, m) {
   m.def("soft_forward(Tensor logits, Tensor target, Tensor coef) -> (Tensor, Tensor)");
   m.def(
       "soft_backward(Tensor grad_loss, Tensor logits, Tensor target, Tensor coef, Tensor stats) -> Tensor");
+  // The forward op and its reduction (0 none, 1 mean, 2 sum, as at::Reduction) as one op with one
+  // autograd node, returning the logits' dtype: what taylorglo.taylor_loss calls. Implemented in
+  // autograd.cpp for every backend.
+  m.def("hard_loss(Tensor logits, Tensor target, Tensor coef, int ignore_index, int reduction) -> Tensor");
+  m.def("soft_loss(Tensor logits, Tensor target, Tensor coef, int reduction) -> Tensor");
 }

@@ -305,9 +305,7 @@ def taylor_loss(
         out = torch.ops.taylorglo.soft_loss.default(
             logits.contiguous(), target.to(logits.dtype).contiguous(), coef, code
         )
-    if unbatched and reduction == "none":
-        out = out.squeeze(0)
-    return out.to(logits.dtype)
+    return out.squeeze(0) if unbatched and reduction == "none" else out
 
 
 class TaylorLoss(nn.Module):

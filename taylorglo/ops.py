@@ -106,8 +106,7 @@ if EXTENSION_ERROR is None:
         torch._check(
             reduction in (0, 1, 2), lambda: f"taylorglo: reduction must be 0, 1 or 2, got {reduction}"
         )
-        shape = _loss_shape(logits) if reduction == 0 else []
-        return logits.new_empty(shape, dtype=_acc_dtype(logits))
+        return logits.new_empty(_loss_shape(logits) if reduction == 0 else [])
 
     @torch.library.register_fake("taylorglo::hard_loss")
     def _hard_loss_fake(logits, target, coef, ignore_index, reduction):
