@@ -62,7 +62,7 @@ void check_first_order(const at::Tensor& grad_loss, const at::Tensor& logits) {
 
 // p as (rows, C) in the accumulation type, rows in the kernels' order: p = exp(z - lse).
 at::Tensor probabilities(const at::Tensor& logits, const at::Tensor& stats) {
-  const at::Tensor z = logits.to(stats.scalar_type()).movedim(1, -1).reshape({-1, logits.size(1)});
+  const at::Tensor z = logits.to(stats.scalar_type()).movedim(1, -1).reshape_symint({-1, logits.sym_size(1)});
   return at::exp(z - stats.select(1, 0).unsqueeze(1));
 }
 
@@ -82,7 +82,7 @@ variable_list hard_input_grads(AutogradContext* ctx, const at::Tensor& grad_rows
     grad_logits = call_hard_backward(grad_loss, logits, target, coef, stats, ignore_index);
   if (ctx->needs_input_grad(2)) {
     // d loss / d A_m = -sum_{c != t} p_c^m,  d loss / d B_m = -p_t^m  (ignored rows: 0).
-    const int64_t order = coef.size(1) - 1;
+    const int64_t order = coef.sym_size(1).guard_int(__FILE__, __LINE__) - 1;
     const at::Tensor pw = powers(probabilities(logits, stats), order);  // (rows, C, K+1)
     const at::Tensor t = target.reshape({-1});
     const at::Tensor valid = t.ne(ignore_index);
@@ -103,9 +103,9 @@ variable_list soft_input_grads(AutogradContext* ctx, const at::Tensor& grad_rows
   if (ctx->needs_input_grad(0)) grad_logits = call_soft_backward(grad_loss, logits, target, coef, stats);
   if (ctx->needs_input_grad(2)) {
     // d loss / d coef[i][m] = -sum_c x_c^i p_c^m.
-    const int64_t order = coef.size(1) - 1;
+    const int64_t order = coef.sym_size(1).guard_int(__FILE__, __LINE__) - 1;
     const at::Tensor p = probabilities(logits, stats);
-    const at::Tensor x = target.to(stats.scalar_type()).movedim(1, -1).reshape(p.sizes());
+    const at::Tensor x = target.to(stats.scalar_type()).movedim(1, -1).reshape_symint(p.sym_sizes());
     grad_coef = -at::einsum("r,rci,rcm->im", {grad_loss.reshape({-1}), powers(x, order), powers(p, order)});
   }
   return {grad_logits, at::Tensor(), grad_coef};

@@ -360,6 +360,26 @@ def test_torch_compile_inductor_matches_eager():
     torch.testing.assert_close(g, g_eager)
 
 
+@pytest.mark.parametrize("soft", [False, True])
+def test_torch_compile_dynamic_shapes_with_trainable_params_matches_eager(soft):
+    # Batch size and class count change between calls (dynamic shapes), the loss parameters are
+    # trained: the reduced-loss op's autograd (logits and params) is traced symbolically.
+    torch._dynamo.reset()
+    params = random_params(3, seed=5).float().requires_grad_(True)
+
+    def fn(logits, target):
+        return taylor_loss(logits, target, params, reduction="mean")
+
+    compiled = torch.compile(fn, fullgraph=True, dynamic=True, backend="aot_eager")
+    for shape in ((8, 5), (13, 7), (6, 5, 3)):
+        logits, target = make_inputs(shape, torch.float32, "cpu", soft=soft, ignore_frac=0.0 if soft else 0.2)
+        z = logits.clone().requires_grad_(True)
+        got = torch.autograd.grad(compiled(z, target), (z, params))
+        want = torch.autograd.grad(fn(z, target), (z, params))
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b)
+
+
 # ---------------------------------------------------------------------------------------------
 # Module behaviour
 
