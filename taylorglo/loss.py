@@ -39,7 +39,8 @@ _is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None) 
 
 def _expansion_tables(order: int, variables: tuple[str, ...]):
     """Constant tables that expand prod (v - c_v)^e_v into powers of x and y (python lists)."""
-    exps = list(itertools.product(range(order + 1), repeat=len(variables)))
+    # Positional ranges, not repeat=: torch 2.4's Dynamo cannot trace itertools.product(..., repeat=).
+    exps = list(itertools.product(*[range(order + 1)] * len(variables)))
     exps = [e for e in exps if sum(e) <= order and e[1] > 0]  # the layout of taylorglo.polynomial
     k = order
     binom, index = [], []

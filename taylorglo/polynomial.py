@@ -58,9 +58,9 @@ def _exponents(order: int, variables: tuple[str, ...]) -> tuple[tuple[int, ...],
     y_axis = variables.index("y")
     return tuple(
         e
-        for e in itertools.product(
-            range(order + 1), repeat=len(variables)
-        )  # base-(k+1), first variable most significant
+        # base-(k+1), first variable most significant; positional ranges, not repeat=, which
+        # torch 2.4's Dynamo cannot trace
+        for e in itertools.product(*[range(order + 1)] * len(variables))
         if sum(e) <= order and e[y_axis] > 0
     )
 
