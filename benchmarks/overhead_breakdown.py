@@ -9,6 +9,8 @@ adds on the way to the compiled ops:
 - ``F.cross_entropy`` forward+backward (the yardstick),
 - the forward op ``hard_forward`` (``soft_forward``) alone, and the backward op alone, called directly,
 - the same forward op through autograd with precomputed coefficients, plus ``backward()``,
+- the op ``TaylorLoss`` calls, ``hard_loss`` (``soft_loss``): the forward op and the mean reduction
+  under one autograd node, plus ``backward()``,
 - ``power_basis`` alone (parameters -> (k+1, k+1) power-basis coefficients: small tensor ops; a
   ``TaylorLoss`` module caches its result while its params and progress are unchanged),
 - the hard-target coefficient matrix alone (``torch.tensor`` of the label powers, a (2, k+1) matmul),
@@ -63,6 +65,13 @@ def pieces(case: common.Case, order: int):
             loss, _ = ops.soft_forward.default(logits, target, coef)
         loss.mean().backward()
 
+    def loss_op_autograd():  # what TaylorLoss calls: forward kernel + mean under one autograd node
+        logits.grad = None
+        if hard:
+            ops.hard_loss.default(logits, target, coef, -100, 1).backward()
+        else:
+            ops.soft_loss.default(logits, target, coef, 1).backward()
+
     def basis_only():
         power_basis(params, order, module.variables)
 
@@ -75,6 +84,7 @@ def pieces(case: common.Case, order: int):
         "forward op alone": fwd,
         "backward op alone": bwd,
         "forward op via autograd + backward": op_autograd,
+        "mean-loss op (hard_loss/soft_loss) via autograd + backward": loss_op_autograd,
         "power_basis only": basis_only,
         "hard coef matrix only": coef_only if hard else None,
         "TaylorLoss fwd+bwd (full)": lambda: common.forward_backward(module, logits, target),

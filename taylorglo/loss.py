@@ -2,8 +2,9 @@
 
 The polynomial f(x, y[, t]) (see ``taylorglo.polynomial``) is expanded on the device into power-basis
 coefficients with ordinary differentiable tensor ops, so changing the parameters or the training
-progress t between steps never recompiles anything or syncs the host. The loss itself runs in the
-fused ``taylorglo::hard_forward`` / ``soft_forward`` kernels (``taylorglo.ops``).
+progress t between steps never recompiles anything or syncs the host. The loss itself is one op,
+``taylorglo::hard_loss`` / ``soft_loss``: the fused forward kernel and the reduction under one C++
+autograd node whose backward is the fused backward kernel (``csrc/autograd.cpp``, ``taylorglo.ops``).
 """
 
 from __future__ import annotations
