@@ -33,8 +33,12 @@ MNIST_LOSS = [8.2896, 0.2415, 7.8726, 8.9666, 2.0184, 7.0513, -10.9408, 7.5216]
 XY = ("x", "y")
 XYT = ("x", "y", "t")
 
-finite = st.floats(min_value=-3.0, max_value=3.0, allow_nan=False, allow_infinity=False)
-unit = st.floats(min_value=0.0, max_value=1.0, allow_nan=False, allow_infinity=False)
+# No subnormals: on older torch (2.4) a torch.compile test earlier in the same process loads kernels
+# built with -ffast-math, which flush them to zero, and hypothesis then refuses to generate them.
+finite = st.floats(
+    min_value=-3.0, max_value=3.0, allow_nan=False, allow_infinity=False, allow_subnormal=False
+)
+unit = st.floats(min_value=0.0, max_value=1.0, allow_nan=False, allow_infinity=False, allow_subnormal=False)
 
 
 ORDERS = st.integers(1, 5)
