@@ -130,8 +130,9 @@ c10::SymDimVector loss_shape(const at::Tensor& logits) {
 
 // The mean's divisor with hard labels: the non-ignored positions (at least 1). Soft labels divide by
 // the number of positions, which the shapes give (an undefined tensor here).
-at::Tensor hard_count(const at::Tensor& target, int64_t ignore_index, const at::Tensor& like) {
-  return target.ne(ignore_index).sum().clamp_min(1).to(like.scalar_type());
+// (An int64 0-d tensor: dividing a float tensor by it keeps the float dtype, one op fewer than a cast.)
+at::Tensor hard_count(const at::Tensor& target, int64_t ignore_index) {
+  return target.ne(ignore_index).sum().clamp_min(1);
 }
 
 at::Tensor divide_by_count(const at::Tensor& v, const at::Tensor& count, const at::Tensor& logits) {
@@ -202,7 +203,7 @@ class HardLoss : public torch::autograd::Function<HardLoss> {
     check_reduction(reduction);
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [loss, stats] = call_hard_forward(logits, target, coef, ignore_index);
-    const at::Tensor count = reduction == kMean ? hard_count(target, ignore_index, loss) : at::Tensor();
+    const at::Tensor count = reduction == kMean ? hard_count(target, ignore_index) : at::Tensor();
     ctx->save_for_backward({logits, target, coef, stats, count});
     ctx->saved_data["ignore_index"] = ignore_index;
     ctx->saved_data["reduction"] = reduction;
@@ -268,7 +269,7 @@ at::Tensor hard_loss_plain(const at::Tensor& logits, const at::Tensor& target, c
                            int64_t ignore_index, int64_t reduction) {
   check_reduction(reduction);
   const at::Tensor loss = std::get<0>(call_hard_forward(logits, target, coef, ignore_index));
-  return reduce(loss, reduction, reduction == kMean ? hard_count(target, ignore_index, loss) : at::Tensor(), logits);
+  return reduce(loss, reduction, reduction == kMean ? hard_count(target, ignore_index) : at::Tensor(), logits);
 }
 
 at::Tensor soft_loss_plain(const at::Tensor& logits, const at::Tensor& target, const at::Tensor& coef,
