@@ -194,6 +194,14 @@ inline Vectorized<acc_t> vpoly(const acc_t* c, int K, const Vectorized<acc_t>& p
   return r;
 }
 
+template <typename acc_t>
+inline Vectorized<acc_t> vpoly_derivative(const acc_t* c, int K, const Vectorized<acc_t>& p) {
+  using Vec = Vectorized<acc_t>;
+  Vec r(acc_t(K) * c[K]);
+  for (int m = K - 1; m >= 1; --m) r = at::vec::fmadd(r, p, Vec(acc_t(m) * c[m]));
+  return r;
+}
+
 // Soft labels: f(x, p) = sum_{i,m} c[i][m] x^i p^m with x the per-class target probability. f has total
 // degree K, so a_m(x) = sum_{i <= K - m} c[i][m] x^i and f = sum_m a_m(x) p^m: (K+1)(K+2)/2 multiply-adds.
 template <typename acc_t, typename OrderT>
@@ -401,8 +409,7 @@ void hard_forward_tile(const Tile& T, const int64_t* t_data, const acc_t* A, con
   }
   const Vec pt = e_t * inv;
   lossv = lossv + vpoly(B, K, pt);
-  Vec dB(acc_t(K) * B[K]);
-  for (int m = K - 1; m >= 1; --m) dB = at::vec::fmadd(dB, pt, Vec(acc_t(m) * B[m]));
+  const Vec dB = vpoly_derivative(B, K, pt);
   __at_align__ acc_t out[5][Vec::size()];
   (Vec(acc_t(0)) - lossv).store(out[0]);
   (M + total.log()).store(out[1]);
@@ -437,9 +444,7 @@ void hard_backward_tile(const Tile& T, const acc_t* go, const int64_t* t_data, c
   for (int64_t j = 0; j < C; ++j) {
     const Vec p = vexp(T.zj(j) - lse);
     const Vec g_other = vpoly(dA, K - 1, p) - D;
-    Vec dB(acc_t(K) * B[K]);
-    for (int m = K - 1; m >= 1; --m) dB = at::vec::fmadd(dB, p, Vec(acc_t(m) * B[m]));
-    const Vec g_target = dB * omp - Q;  // g_t - D without cancellation
+    const Vec g_target = vpoly_derivative(B, K, p) * omp - Q;  // g_t - D without cancellation
     const Vec g = Vec::blendv(g_other, g_target, tv == Vec(acc_t(j)));
     const Vec out = Vec::blendv(Vec(kNaN<acc_t>), gscale * p * g, lse == lse);  // NaN statistics: NaN
     T.store_g(j, Vec::blendv(Vec(acc_t(0)), out, valid));                        // ignored rows: exact zeros
