@@ -3,6 +3,7 @@
     python -m taylorglo.train --dataset digits --loss params:0,-1,0.5,1,0,0,0.5,0.5 --epochs 10 --seed 3
     python -m taylorglo.train --config run.json --set lr=0.05 --set decay_epochs=[5,8] --test --output r.json
     python -m taylorglo.train --config-json '{"dataset": "mnist-5k", "epochs": 5}' --loss preset:NAME
+    python -m taylorglo.train --dataset mnist-5k --loss gce:q=0.7 --label-noise symmetric:0.4 --test
 
 Options override ``--config FILE`` / ``--config-json '{...}'`` (a JSON TrainConfig) in the order: config file, named options,
 ``--set key=value`` (the value read as JSON when it parses, else as a string). The result is printed
@@ -39,6 +40,7 @@ _NAMED = {
     "data_root": "data_root",
     "device": "device",
     "num_threads": "num_threads",
+    "clean_validation": "clean_validation",
 }
 
 
@@ -63,6 +65,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--loss",
         default="cross-entropy",
         help="cross-entropy | preset:NAME | params:v1,v2,... (default: %(default)s)",
+    )
+    p.add_argument(
+        "--label-noise",
+        dest="label_noise",
+        metavar="KIND:RATE[:SEED]",
+        help="flip round(RATE * n) labels of the training (and validation) split: KIND is symmetric "
+        "(to another class, uniformly) or pairflip (c to c + 1 mod C); SEED defaults to 0; "
+        "'none' for clean labels. The test split stays clean",
+    )
+    p.add_argument(
+        "--clean-validation",
+        action="store_true",
+        default=None,
+        dest="clean_validation",
+        help="keep the validation labels clean under --label-noise",
     )
     p.add_argument("--epochs", type=int)
     p.add_argument("--max-steps", type=int, dest="max_steps")
@@ -121,6 +138,9 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, dest)
         if value is not None:
             cfg[key] = value
+    if args.label_noise is not None:  # read by TrainConfig (taylorglo.train.noise.LabelNoise.parse)
+        text = args.label_noise.strip()
+        cfg["label_noise"] = None if text.lower() in ("none", "off", "") else text
     for item in args.overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():

@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
+from taylorglo.train.noise import LabelNoise
+
 __all__ = ["OPTIMIZERS", "SCHEDULES", "TrainConfig", "default_data_root"]
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "nesterov", "adamw", "adam")
@@ -49,6 +51,14 @@ class TrainConfig:
             every seed). ``train_size``: an absolute count instead; at most one may be set.
         augment: random crop (and flip for CIFAR); ``None`` takes the dataset's default.
     Model:
+        label_noise: ``None`` (clean labels) or ``{"kind": "symmetric" | "pairflip", "rate": r,
+            "seed": s}`` (seed optional, default 0; the string ``"symmetric:0.4[:SEED]"`` is read
+            too): exactly ``round(r * n)`` labels of the training split flipped, to another class
+            uniformly (``symmetric``) or from c to c + 1 mod C (``pairflip``); see
+            :mod:`taylorglo.train.noise`. The flips depend only on the dataset, ``split_seed`` and
+            the noise seed, never on ``seed``. The test split is always clean.
+        clean_validation: keep the validation labels clean under ``label_noise`` (default False:
+            the validation split is noisy too, as a user's held-out labels would be).
         model: a timm model name (``pretrained=False`` always) or one registered by taylorglo:
             ``taylorglo_smallcnn``, ``taylorglo_allcnn_c``, ``taylorglo_resnet20`` (and 32, 56).
         model_kwargs: extra keyword arguments for ``timm.create_model`` (e.g. ``drop_rate``).
@@ -106,6 +116,8 @@ class TrainConfig:
     data_root: str = field(default_factory=default_data_root)
     download: bool = True
     device: str = "auto"
+    label_noise: Optional[dict] = None
+    clean_validation: bool = False
     num_threads: Optional[int] = None
     amp: Optional[bool] = None
     channels_last: Optional[bool] = None
@@ -136,6 +148,11 @@ class TrainConfig:
         self._check_values()
 
     def _check_values(self) -> None:
+        if self.label_noise is not None:
+            try:
+                self.label_noise = LabelNoise.coerce(self.label_noise).to_dict()
+            except ValueError as e:
+                raise ValueError(f"TrainConfig.{e}") from None
         def bad(name: str, what: str) -> ValueError:
             return ValueError(f"TrainConfig.{name} must be {what}, got {getattr(self, name)!r}")
 
@@ -274,6 +291,8 @@ _FIELD_SPECS: dict[str, tuple[tuple[str, ...], bool]] = {
     "download": ((_BOOL,), False),
     "device": ((_STR,), False),
     "num_threads": ((_INT,), True),
+    "label_noise": (("dict", _STR), True),
+    "clean_validation": ((_BOOL,), False),
     "amp": ((_BOOL,), True),
     "channels_last": ((_BOOL,), True),
     "compile": ((_BOOL,), False),

@@ -38,6 +38,7 @@ from taylorglo.train.config import TrainConfig
 from taylorglo.train.data import DatasetInfo, LoadedDataset, dataset_info, load_dataset, make_splits
 from taylorglo.train.losses import LossSpec, build_loss
 from taylorglo.train.models import create_model
+from taylorglo.train.noise import LabelNoise, noisy_splits
 
 __all__ = ["STATUSES", "TrainResult", "resolve_device", "train"]
 
@@ -62,6 +63,11 @@ class TrainResult:
         seed: the run's seed. ``loss``: the loss spec string. ``error``: ``Type: message`` for ``failed``
             (and the reason for ``diverged`` / ``below_threshold``). ``versions``: library versions and
             the device. ``history``: one dict per evaluated epoch. ``config``: the config as a dict.
+        label_noise: ``None`` for clean labels, else the noise setting and what it did:
+            ``kind``, ``rate``, ``seed``, ``clean_validation``, ``realized_rate`` (the fraction
+            of training labels that differ from the clean ones), ``train_flipped``,
+            ``val_realized_rate``, ``val_flipped`` and ``labels_sha256`` (a digest of the noisy
+            labels; see :func:`taylorglo.train.noise.noisy_splits`). Test labels are never noisy.
 
     ``to_dict`` writes non-finite numbers as ``None`` so the output is strict JSON.
     """
@@ -82,6 +88,7 @@ class TrainResult:
     versions: dict = field(default_factory=dict)
     history: list = field(default_factory=list)
     config: dict = field(default_factory=dict)
+    label_noise: Optional[dict] = None
 
     @property
     def ok(self) -> bool:
@@ -274,14 +281,41 @@ def train(
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
+    train_labels, val_labels = data.train_labels[splits.train], data.train_labels[splits.val]
+    noise = None
+    if cfg.label_noise is not None:  # a function of the data, split and noise seeds, never cfg.seed
+        train_labels, val_labels, noise = noisy_splits(
+            LabelNoise.from_dict(cfg.label_noise),
+            train_labels,
+            val_labels,
+            info.num_classes,
+            clean_validation=cfg.clean_validation,
+        )
 
     with _run_scope(cfg, device):
         model = create_model(cfg.model, info.num_classes, info.in_chans, **cfg.model_kwargs)
         criterion = build_loss(spec, info.num_classes, default_label_smoothing=cfg.label_smoothing)
         result = TrainResult(
-            status="ok", seed=cfg.seed, loss=str(spec), versions=_versions(device), config=cfg.to_dict()
+            status="ok",
+            seed=cfg.seed,
+            loss=str(spec),
+            versions=_versions(device),
+            config=cfg.to_dict(),
+            label_noise=noise,
         )
-        run = _Run(cfg, info, data, splits, model, criterion, device, steps_per_epoch, total_steps, result)
+        run = _Run(
+            cfg,
+            info,
+            data,
+            splits,
+            (train_labels, val_labels),
+            model,
+            criterion,
+            device,
+            steps_per_epoch,
+            total_steps,
+            result,
+        )
         try:
             run.fit(show_progress)
             if evaluate_test and run._weights_finite():  # NaN weights: test numbers would mean nothing
@@ -305,6 +339,7 @@ class _Run:
         info: DatasetInfo,
         data: LoadedDataset,
         splits,
+        labels,
         model: nn.Module,
         criterion: nn.Module,
         device: torch.device,
@@ -325,7 +360,7 @@ class _Run:
         self.train_data = _Batcher(
             info,
             data.train_images[splits.train],
-            data.train_labels[splits.train],
+            labels[0],
             device,
             self.channels_last,
             augment,
@@ -334,7 +369,7 @@ class _Run:
         self.val_data = _Batcher(
             info,
             data.train_images[splits.val],
-            data.train_labels[splits.val],
+            labels[1],
             device,
             self.channels_last,
             False,
