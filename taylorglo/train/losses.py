@@ -6,7 +6,11 @@ A :class:`LossSpec` names a loss in a form that survives JSON, command lines and
 - ``params:v1,v2,...`` a TaylorGLO parameter vector (the original TaylorGLO layout, see taylorglo.polynomial), optionally followed
   by ``;order=K`` and ``;variables=x,y,t`` (order is inferred from the length when omitted; the
   variables default to ``x,y``),
-- ``preset:NAME`` a named loss from :mod:`taylorglo.presets`.
+- ``preset:NAME`` a named loss from :mod:`taylorglo.presets`,
+- the robust-loss baselines of :mod:`taylorglo.train.robust_losses`: ``gce:q=0.7`` (generalized
+  cross-entropy, q in (0, 1], default 0.7), ``sce:alpha=0.1,beta=1.0`` (symmetric cross-entropy;
+  defaults alpha 0.1, beta 1.0 and the clamped log 0 ``A=-4``) and ``mae``; a bare ``gce`` or
+  ``sce`` takes the defaults, and ``str`` writes every option.
 
 ``str(spec)`` writes each number with ``repr`` (the shortest string that reads back to the same
 float), so ``LossSpec.parse(str(spec)) == spec`` exactly; the original system rounded vectors to 4
@@ -25,10 +29,12 @@ import torch
 from torch import nn
 
 from taylorglo.polynomial import infer_order, parameter_count, validate_variables
+from taylorglo.train.robust_losses import ROBUST_LOSSES, robust_loss_options
 
 __all__ = ["LOSS_KINDS", "LossSpec", "build_loss"]
 
-LOSS_KINDS: tuple[str, ...] = ("cross-entropy", "taylor", "preset")
+ROBUST_KINDS: tuple[str, ...] = tuple(ROBUST_LOSSES)
+LOSS_KINDS: tuple[str, ...] = ("cross-entropy", "taylor", "preset", *ROBUST_KINDS)
 _CE_ALIASES = ("cross-entropy", "cross_entropy", "crossentropy", "ce")
 
 
@@ -37,11 +43,14 @@ class LossSpec:
     """A loss by description.
 
     Attributes:
-        kind: ``cross-entropy``, ``taylor`` (a parameter vector) or ``preset``.
+        kind: ``cross-entropy``, ``taylor`` (a parameter vector), ``preset``, or a robust loss:
+            ``gce``, ``sce``, ``mae``.
         params: the flat TaylorGLO vector (``taylor`` only).
         order: the polynomial order (``taylor`` only; inferred from ``params`` when not given).
         variables: ``("x", "y")`` or ``("x", "y", "t")`` (``taylor`` only).
         name: the preset name (``preset`` only).
+        options: a robust loss's options as ``(key, value)`` pairs, all of them, defaults filled in
+            (``gce``: q; ``sce``: alpha, beta, A; ``mae``: none). A mapping is accepted.
         label_smoothing: smoothing for this loss; ``None`` lets ``build_loss`` use its default
             (the config's ``label_smoothing`` for cross-entropy, 0 otherwise).
     """
@@ -52,6 +61,7 @@ class LossSpec:
     variables: Optional[tuple[str, ...]] = None
     name: Optional[str] = None
     label_smoothing: Optional[float] = None
+    options: Optional[tuple[tuple[str, float], ...]] = None
 
     def __post_init__(self) -> None:
         if self.kind not in LOSS_KINDS:
@@ -84,6 +94,18 @@ class LossSpec:
             extra = [f for f in ("params", "order", "variables") if getattr(self, f) is not None]
             if extra:
                 raise ValueError(f"a {self.kind} LossSpec takes no {', '.join(extra)}")
+        if self.kind in ROBUST_KINDS:
+            if self.label_smoothing is not None:
+                raise ValueError(f"a {self.kind} LossSpec takes no label_smoothing")
+            given = dict(self.options or ())
+            try:
+                options = robust_loss_options(self.kind, given)
+            except ValueError as e:
+                shown = ",".join(f"{k}={v!r}" for k, v in given.items())
+                raise ValueError(f"loss {self.kind}{':' + shown if shown else ''} is invalid: {e}") from None
+            object.__setattr__(self, "options", tuple(options.items()))
+        elif self.options is not None:
+            raise ValueError(f"a {self.kind} LossSpec takes no options")
         if self.kind == "preset":
             if not isinstance(self.name, str) or not self.name.strip() or any(c in self.name for c in ";,:"):
                 raise ValueError(f"a preset LossSpec needs a name without ';', ',' or ':', got {self.name!r}")
@@ -122,10 +144,16 @@ class LossSpec:
         return cls("preset", name=name, label_smoothing=label_smoothing)
 
     @classmethod
-    def parse(cls, text: str | LossSpec) -> LossSpec:
-        """Read ``cross-entropy``, ``preset:NAME`` or ``params:v1,v2,...[;order=K][;variables=x,y,t]``.
+    def robust(cls, kind: str, **options: float) -> LossSpec:
+        """A robust-loss baseline: ``robust("gce", q=0.5)``, ``robust("sce", beta=0.5)``, ``robust("mae")``."""
+        return cls(kind, options=tuple(options.items()))
 
-        Any form may end with ``;label_smoothing=S``. A LossSpec is returned unchanged.
+    @classmethod
+    def parse(cls, text: str | LossSpec) -> LossSpec:
+        """Read ``cross-entropy``, ``preset:NAME``, ``params:v1,v2,...[;order=K][;variables=x,y,t]``,
+        ``gce[:q=Q]``, ``sce[:alpha=A,beta=B[,A=L]]`` or ``mae``.
+
+        The first three may end with ``;label_smoothing=S``. A LossSpec is returned unchanged.
         """
         if isinstance(text, LossSpec):
             return text
@@ -167,8 +195,15 @@ class LossSpec:
                 tuple(v.strip() for v in opts["variables"].split(",")) if "variables" in opts else ("x", "y")
             )
             return cls.taylor(values, order=order, variables=variables, label_smoothing=smoothing)
+        if kind in ROBUST_KINDS:
+            if opts or smoothing is not None:
+                raise ValueError(
+                    f"{kind} takes no ;options (in loss spec {text!r}); write {kind}:key=value,..."
+                )
+            return cls(kind, options=_parse_robust_options(kind, rest, text))
         raise ValueError(
-            f"cannot read loss spec {text!r}: expected 'cross-entropy', 'preset:NAME' or 'params:v1,v2,...'"
+            f"cannot read loss spec {text!r}: expected 'cross-entropy', 'preset:NAME', 'params:v1,v2,...', "
+            "'gce:q=Q', 'sce:alpha=A,beta=B' or 'mae'"
         )
 
     @classmethod
@@ -183,6 +218,8 @@ class LossSpec:
             out = "cross-entropy"
         elif self.kind == "preset":
             out = f"preset:{self.name}"
+        elif self.kind in ROBUST_KINDS:
+            out = self.kind + (":" + ",".join(f"{k}={v!r}" for k, v in self.options) if self.options else "")
         else:
             out = "params:" + ",".join(repr(v) for v in self.params)
             if self.order != infer_order_or_none(len(self.params), self.variables):
@@ -200,13 +237,15 @@ class LossSpec:
             out.update(params=list(self.params), order=self.order, variables=list(self.variables))
         if self.kind == "preset":
             out["name"] = self.name
+        if self.kind in ROBUST_KINDS:
+            out["options"] = dict(self.options)
         if self.label_smoothing is not None:
             out["label_smoothing"] = self.label_smoothing
         return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LossSpec:
-        known = ("kind", "params", "order", "variables", "name", "label_smoothing")
+        known = ("kind", "params", "order", "variables", "name", "label_smoothing", "options")
         for key in d:
             if key not in known:
                 raise ValueError(f"unknown LossSpec key {key!r}; known keys: {', '.join(known)}")
@@ -215,6 +254,8 @@ class LossSpec:
             d["params"] = tuple(d["params"])
         if d.get("variables") is not None:
             d["variables"] = tuple(d["variables"])
+        if isinstance(d.get("options"), Mapping):
+            d["options"] = tuple(d["options"].items())
         return cls(**d)
 
     @property
@@ -230,6 +271,23 @@ def infer_order_or_none(length: int, variables: Sequence[str]) -> Optional[int]:
         return None
 
 
+def _parse_robust_options(kind: str, text: str, spec: str) -> tuple[tuple[str, float], ...]:
+    """``key=value,...`` after ``gce:`` / ``sce:`` (keys case-insensitive; ``A`` stays upper case)."""
+    out: dict[str, float] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        key = "A" if key in ("A", "a") else key.lower()
+        if not sep or not key or key in out:
+            raise ValueError(
+                f"bad option {item!r} in loss spec {spec!r}; write {kind}:key=value,... with each key once"
+            )
+        out[key] = _parse_float(value, spec)
+    return tuple(out.items())
+
+
 def _parse_float(text: str, spec: str) -> float:
     try:
         return float(text)
@@ -242,7 +300,8 @@ def build_loss(spec: LossSpec | str, num_classes: int, *, default_label_smoothin
     """Build the loss module of ``spec``: ``forward(logits (N, C), target (N,)) -> scalar``.
 
     ``default_label_smoothing`` applies to cross-entropy when the spec sets none (the config's
-    ``label_smoothing``); Taylor and preset losses use the spec's smoothing or none. Modules of
+    ``label_smoothing``); Taylor and preset losses use the spec's smoothing or none; the robust
+    losses (``gce``, ``sce``, ``mae``: :mod:`taylorglo.train.robust_losses`) never smooth. Modules of
     time-varying losses have ``has_progress`` True and a ``set_progress(t)`` method.
 
     Raises ValueError for a spec that cannot be built (unknown preset, presets not installed).
@@ -250,6 +309,8 @@ def build_loss(spec: LossSpec | str, num_classes: int, *, default_label_smoothin
     spec = LossSpec.coerce(spec)
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    if spec.kind in ROBUST_KINDS:
+        return ROBUST_LOSSES[spec.kind](**dict(spec.options))
     if spec.kind == "cross-entropy":
         ls = spec.label_smoothing if spec.label_smoothing is not None else default_label_smoothing
         return nn.CrossEntropyLoss(label_smoothing=ls)
