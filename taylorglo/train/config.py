@@ -40,7 +40,8 @@ class TrainConfig:
 
     Data:
         dataset: a name from :func:`taylorglo.train.data.list_datasets` (``digits``, ``mnist-5k``,
-            ``mnist``, ``fashion-mnist``, ``kmnist``, ``cifar10``, ``cifar100``, ``svhn``).
+            ``mnist``, ``fashion-mnist``, ``kmnist``, ``cifar10``, ``cifar100``, ``svhn``, and
+            ``mnist1d``: 1-D sequences, for 1-D models only).
         data_root: folder holding (or receiving) downloaded datasets; ``~`` is expanded.
         download: whether a torchvision dataset missing from ``data_root`` may be downloaded.
         split_seed: seed of the one shuffle that carves the validation split out of the training
@@ -60,7 +61,9 @@ class TrainConfig:
         clean_validation: keep the validation labels clean under ``label_noise`` (default False:
             the validation split is noisy too, as a user's held-out labels would be).
         model: a timm model name (``pretrained=False`` always) or one registered by taylorglo:
-            ``taylorglo_smallcnn``, ``taylorglo_allcnn_c``, ``taylorglo_resnet20`` (and 32, 56).
+            ``taylorglo_smallcnn``, ``taylorglo_allcnn_c``, ``taylorglo_resnet20`` (and 32, 56),
+            and the 1-D ``taylorglo_cnn1d`` (for ``mnist1d``). A 1-D model with an image dataset,
+            or an image model with a 1-D dataset, is a ValueError.
         model_kwargs: extra keyword arguments for ``timm.create_model`` (e.g. ``drop_rate``).
     Optimization:
         optimizer: ``sgd`` (momentum, no Nesterov; the original), ``nesterov``, ``adamw``, ``adam``.
@@ -218,6 +221,7 @@ class TrainConfig:
                     f"TrainConfig.model_kwargs may not set {key!r}: it comes from the dataset "
                     "(pretrained is always False)"
                 )
+        _check_model_fits_dataset(self.model, self.dataset)
 
     # ------------------------------------------------------------------------------------------
     @classmethod
@@ -347,3 +351,24 @@ def _check_keys(keys: Any) -> None:
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
             raise ValueError(f"unknown TrainConfig key {key!r}{hint}")
+
+
+def _check_model_fits_dataset(model: str, dataset: str) -> None:
+    """A 1-D (sequence) model needs a 1-D dataset and an image model an image dataset (ValueError)."""
+    from taylorglo.train.data import dataset_info
+    from taylorglo.train.models import SEQUENCE_MODELS, model_spatial_dims
+
+    try:
+        info = dataset_info(dataset)
+    except ValueError:
+        return  # an unknown name: train() raises, listing the known datasets
+    have, need = model_spatial_dims(model), info.spatial_dims
+    if have == need:
+        return
+    dims = (info.in_chans, info.image_size[-1]) if need == 1 else (info.in_chans, *info.image_size)
+    kind = {1: "1-D sequences", 2: "images"}
+    fix = {1: f"a 1-D model ({', '.join(SEQUENCE_MODELS)})", 2: "an image model (e.g. taylorglo_smallcnn)"}
+    raise ValueError(
+        f"TrainConfig.model {model!r} takes {kind[have]} but dataset {info.name!r} holds {kind[need]} "
+        f"(N, {', '.join(map(str, dims))}); use {fix[need]}"
+    )

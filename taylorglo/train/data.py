@@ -11,16 +11,25 @@ original) and the *last* ``validation_size`` examples are held out for validatio
 / ``train_size`` then keep a prefix of the rest, so the subset does not depend on the run's seed. The
 test split is the official one, or, for datasets without one (``digits``, ``mnist-5k``), a fixed
 carve made with its own constant seed so that it never changes with ``split_seed``.
+
+1-D datasets (``mnist1d``: sequences of length 40) are stored as one-row images ``(N, C, 1, L)``, so
+that batching, per-channel normalization and the memory format treat them like any image; the 1-D
+models (``taylorglo_cnn1d``) take that layout as well as ``(N, C, L)``.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import random
 import shutil
+import uuid
+import warnings
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
 from typing import Callable, Optional, Union
 
 import numpy as np
@@ -67,6 +76,7 @@ class DatasetInfo:
     crop_padding: int = 0  # random crop with this padding when augmenting (0: no crop)
     flip: bool = False  # random horizontal flip when augmenting
     source: str = ""  # where the data comes from (for messages)
+    spatial_dims: int = 2  # 2: images (C, H, W); 1: sequences, stored as (C, 1, L) with image_size (1, L)
 
     @property
     def augments(self) -> bool:
@@ -177,6 +187,20 @@ DATASETS: dict[str, DatasetInfo] = {
         crop_padding=4,
         source="torchvision SVHN",
     ),
+    # already standardized by its generator (mean 0, std 1 over all 5,000 sequences): identity here
+    "mnist1d": DatasetInfo(
+        "mnist1d",
+        10,
+        1,
+        (1, 40),
+        (0.0,),
+        (1.0,),
+        1.0,
+        1000,
+        None,
+        source="MNIST-1D (Greydanus 2020), generated offline by the mnist1d package with its default arguments",
+        spatial_dims=1,
+    ),
 }
 _ALIASES = {
     "fashion_mnist": "fashion-mnist",
@@ -186,6 +210,8 @@ _ALIASES = {
     "cifar-10": "cifar10",
     "cifar-100": "cifar100",
     "sklearn-digits": "digits",
+    "mnist-1d": "mnist1d",
+    "mnist_1d": "mnist1d",
 }
 
 
@@ -212,7 +238,10 @@ def load_dataset(name: str, data_root: str = "", download: bool = True) -> Loade
     """Load ``name`` into memory (cached per process; the returned tensors must not be modified).
 
     The cache holds the last few datasets by (name, data root); ``data_root`` is ignored by the
-    offline datasets (``digits``, ``mnist-5k``), which come from installed packages.
+    offline datasets (``digits``, ``mnist-5k``), which come from installed packages. ``mnist1d`` is
+    generated (never downloaded, whatever ``download`` says) and cached on disk under
+    ``data_root/mnist1d/`` (an empty ``data_root``: the trainer's default, ``$TAYLORGLO_DATA_ROOT``
+    or ``~/.cache/taylorglo/data``).
 
     Raises:
         ValueError: unknown dataset name.
@@ -220,6 +249,10 @@ def load_dataset(name: str, data_root: str = "", download: bool = True) -> Loade
             files and folders created by the failed attempt are removed again.
     """
     name = canonical_name(name)
+    if name == "mnist1d" and not data_root:  # its disk cache goes to the trainer's data root, not the cwd
+        from taylorglo.train.config import default_data_root
+
+        data_root = default_data_root()
     root = os.path.abspath(os.path.expanduser(data_root)) if name not in _OFFLINE else ""
     key = (name, root)
     if key in _CACHE:
@@ -242,6 +275,8 @@ def _load(name: str, root: str, download: bool) -> LoadedDataset:
         images, labels = _OFFLINE[name]()
         test_idx, pool_idx = _carve(len(labels), info.test_size, _TEST_CARVE_SEED)
         return LoadedDataset(info, images[pool_idx], labels[pool_idx], images[test_idx], labels[test_idx])
+    if name == "mnist1d":
+        return LoadedDataset(info, *_mnist1d(root))
     (xtr, ytr), (xte, yte) = _load_torchvision(info, root, download)
     return LoadedDataset(info, xtr, ytr, xte, yte)
 
@@ -276,6 +311,96 @@ _OFFLINE: dict[str, Callable[[], tuple[torch.Tensor, torch.Tensor]]] = {
     "digits": _digits,
     "mnist-5k": _mnist_5k,
 }
+
+# (train, test) counts and sequence length of MNIST-1D with the generator's default arguments
+_MNIST1D_SHAPE = (4000, 1000, 40)
+
+
+def _mnist1d(root: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MNIST-1D as (train x, train y, test x, test y); x float32 ``(N, 1, 1, 40)``, y int64 ``(N,)``.
+
+    The arrays are the mnist1d package's own ``make_dataset`` output for its default arguments
+    (5,000 sequences, seed 42; the first 4,000 train, the last 1,000 test), cast to float32. The
+    first call generates them (about two seconds) and writes them to
+    ``root/mnist1d/mnist1d-<package version>.npz`` (atomically: a temporary file, then a rename, so
+    concurrent workers never see half a file); later calls, in any process, read that file.
+    """
+    try:
+        pkg_version = version("mnist1d")
+    except PackageNotFoundError:
+        raise DatasetUnavailableError(
+            "dataset 'mnist1d' needs the mnist1d package: pip install mnist1d (or taylorglo[offline])"
+        ) from None
+    path = os.path.join(root, "mnist1d", f"mnist1d-{pkg_version}.npz")
+    arrays = _read_mnist1d(path)
+    if arrays is None:
+        arrays = _generate_mnist1d()
+        try:
+            _write_npz_atomically(path, arrays)
+        except OSError as e:
+            warnings.warn(
+                f"could not cache MNIST-1D at {path!r} ({e}); it is generated again in each process",
+                stacklevel=3,
+            )
+    xtr, ytr, xte, yte = (torch.from_numpy(arrays[k]) for k in ("x", "y", "x_test", "y_test"))
+    return xtr[:, None, None, :], ytr, xte[:, None, None, :], yte
+
+
+def _generate_mnist1d() -> dict[str, np.ndarray]:
+    """``mnist1d.data.make_dataset(get_dataset_args())``: no download, global RNG states restored."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        d = make_dataset(get_dataset_args())  # seeds python's and numpy's global RNGs itself
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+    return {
+        "x": np.ascontiguousarray(d["x"], dtype=np.float32),
+        "y": np.ascontiguousarray(d["y"], dtype=np.int64),
+        "x_test": np.ascontiguousarray(d["x_test"], dtype=np.float32),
+        "y_test": np.ascontiguousarray(d["y_test"], dtype=np.int64),
+    }
+
+
+def _read_mnist1d(path: str) -> Optional[dict[str, np.ndarray]]:
+    """The cached arrays, or None when the file is missing, unreadable or not MNIST-1D's shapes."""
+    n_train, n_test, length = _MNIST1D_SHAPE
+    want = {
+        "x": ((n_train, length), np.float32),
+        "y": ((n_train,), np.int64),
+        "x_test": ((n_test, length), np.float32),
+        "y_test": ((n_test,), np.int64),
+    }
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in want}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    if any(a.shape != want[k][0] or a.dtype != want[k][1] for k, a in arrays.items()):
+        return None
+    return arrays
+
+
+def _write_npz_atomically(path: str, arrays: dict[str, np.ndarray]) -> None:
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{uuid.uuid4().hex}.npz")
+    try:
+        # os.open honours the umask (mkstemp would make the file private to this user)
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+
 
 _TV_CLASSES = {
     "mnist": (

@@ -12,6 +12,7 @@ REGISTERED = [
     "taylorglo_resnet20",
     "taylorglo_resnet32",
     "taylorglo_resnet56",
+    "taylorglo_cnn1d",
 ]
 
 
