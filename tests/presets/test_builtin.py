@@ -22,13 +22,15 @@ RECORDED = {
     "original-older-search": [1.5742, -1.4446, 2.3616, -0.6632, -2.8569, -1.1313, 0.8439, 1.4872],
 }
 FOUND = ["mnist5k-smallcnn"]  # found by this project's own searches (benchmarks/evidence)
-BUILTIN = CE_PRESETS + sorted(RECORDED) + FOUND
+TAYLOR_CE = [f"taylor-ce-{k}" for k in range(2, 7)]  # Taylor cross-entropy, test_taylor_ce_presets.py
+BUILTIN = CE_PRESETS + sorted(RECORDED) + FOUND + TAYLOR_CE
 
 
 def test_the_builtin_presets_are_listed(fresh_registry):
     assert list_presets() == sorted(BUILTIN)
     assert list_presets("ce-taylor-*") == CE_PRESETS
     assert list_presets("original-*") == sorted(RECORDED)
+    assert list_presets("taylor-ce-*") == TAYLOR_CE
     assert list_presets("no-such-*") == []
 
 
