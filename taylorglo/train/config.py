@@ -51,7 +51,6 @@ class TrainConfig:
         train_fraction: fraction of the remaining training examples used (the same subset for
             every seed). ``train_size``: an absolute count instead; at most one may be set.
         augment: random crop (and flip for CIFAR); ``None`` takes the dataset's default.
-    Model:
         label_noise: ``None`` (clean labels) or ``{"kind": "symmetric" | "pairflip", "rate": r,
             "seed": s}`` (seed optional, default 0; the string ``"symmetric:0.4[:SEED]"`` is read
             too): exactly ``round(r * n)`` labels of the training split flipped, to another class
@@ -60,6 +59,7 @@ class TrainConfig:
             the noise seed, never on ``seed``. The test split is always clean.
         clean_validation: keep the validation labels clean under ``label_noise`` (default False:
             the validation split is noisy too, as a user's held-out labels would be).
+    Model:
         model: a timm model name (``pretrained=False`` always) or one registered by taylorglo:
             ``taylorglo_smallcnn``, ``taylorglo_allcnn_c``, ``taylorglo_resnet20`` (and 32, 56),
             and the 1-D ``taylorglo_cnn1d`` (for ``mnist1d``). A 1-D model with an image dataset,
@@ -116,11 +116,11 @@ class TrainConfig:
     train_fraction: float = 1.0
     train_size: Optional[int] = None
     augment: Optional[bool] = None
+    label_noise: Optional[dict] = None
+    clean_validation: bool = False
     data_root: str = field(default_factory=default_data_root)
     download: bool = True
     device: str = "auto"
-    label_noise: Optional[dict] = None
-    clean_validation: bool = False
     num_threads: Optional[int] = None
     amp: Optional[bool] = None
     channels_last: Optional[bool] = None
@@ -148,14 +148,14 @@ class TrainConfig:
         self.dataset = self.dataset.strip().lower()
         self.optimizer = self.optimizer.strip().lower()
         self.schedule = self.schedule.strip().lower()
-        self._check_values()
-
-    def _check_values(self) -> None:
         if self.label_noise is not None:
             try:
                 self.label_noise = LabelNoise.coerce(self.label_noise).to_dict()
             except ValueError as e:
                 raise ValueError(f"TrainConfig.{e}") from None
+        self._check_values()
+
+    def _check_values(self) -> None:
         def bad(name: str, what: str) -> ValueError:
             return ValueError(f"TrainConfig.{name} must be {what}, got {getattr(self, name)!r}")
 
@@ -291,12 +291,12 @@ _FIELD_SPECS: dict[str, tuple[tuple[str, ...], bool]] = {
     "train_fraction": ((_FLOAT,), False),
     "train_size": ((_INT,), True),
     "augment": ((_BOOL,), True),
+    "label_noise": (("dict", _STR), True),
+    "clean_validation": ((_BOOL,), False),
     "data_root": ((_STR,), False),
     "download": ((_BOOL,), False),
     "device": ((_STR,), False),
     "num_threads": ((_INT,), True),
-    "label_noise": (("dict", _STR), True),
-    "clean_validation": ((_BOOL,), False),
     "amp": ((_BOOL,), True),
     "channels_last": ((_BOOL,), True),
     "compile": ((_BOOL,), False),
