@@ -257,38 +257,54 @@ def preset_from_experiment(
         strategy = CMAStrategy.loads(state)
         generations = strategy.generation
 
+    lr = None
     if candidate == "best":
-        measured = [r for r in records if r.get("status") in MEASURED]
-        if not measured:
+        from taylorglo.search.runner import chosen_candidate
+
+        best = chosen_candidate(exp, s.fitness)
+        if best is None or (best.get("selection") == "search" and best.get("val_accuracy") is None):
             raise ValueError(
                 f"{directory} has no measured candidate yet ({len(records)} evaluations recorded)"
             )
-        best = min(measured, key=lambda r: r["fitness"])
         vector = [float(v) for v in best["vector"]]
-        picked = {
-            "selection": "best measured candidate of the journal (lowest fitness = 1 - val_accuracy)",
-            "generation": best.get("generation"),
-            "index": best.get("index"),
-            "fitness": best.get("fitness"),
-            "val_accuracy": best.get("val_accuracy"),
-            "status": best.get("status"),
-            "seed": best.get("seed"),
-        }
+        lr = best.get("lr")
+        if best["selection"] == "final":
+            picked = {
+                "selection": "the final selection's choice: best mean validation accuracy on fresh seeds "
+                "among the search's top candidates and the CMA-ES mean (selection.json)",
+                "id": best.get("id"),
+                "generation": best.get("generation"),
+                "index": best.get("index"),
+                "val_accuracy": best.get("mean_val_accuracy"),
+                "lr": lr,
+            }
+        else:
+            picked = {
+                "selection": "best candidate of the journal (lowest fitness = 1 - val_accuracy, "
+                f"aggregated over its seeds by {s.fitness})",
+                "generation": best.get("generation"),
+                "index": best.get("index"),
+                "fitness": best.get("fitness"),
+                "val_accuracy": best.get("val_accuracy"),
+                "status": best.get("statuses", ["ok"])[0],
+                "seed": best.get("seeds", [None])[0],
+                "lr": lr,
+            }
     else:
         if strategy is None:
             raise ValueError(
                 f"{directory} has no completed generation (no state.pkl): there is no CMA-ES mean yet"
             )
-        from taylorglo.search.space import SearchSpace
 
-        space = SearchSpace(s.order, tuple(s.variables), s.space)
-        vector = space.to_vector(strategy.mean)
+        space = cfg.search_space()
+        vector, lr = space.decode(strategy.mean)
         picked = {
             "selection": "CMA-ES mean after the last completed generation",
             "generation": generations,
             "sigma": strategy.sigma,
             "space": s.space,
             "coords": [float(c) for c in strategy.mean],
+            "lr": lr,
         }
 
     task = dict(cfg.task)
@@ -299,6 +315,8 @@ def preset_from_experiment(
     except Exception:
         effective = task
     budget = {k: effective[k] for k in _BUDGET_KEYS if k in effective and k not in ("dataset", "model")}
+    if lr is not None:  # a searched learning rate belongs to the loss: record it with the budget
+        budget["lr"] = float(lr)
     finished = [r["finished_at"] for r in records if _finite(r.get("finished_at"))]
     date = None
     if finished:

@@ -277,6 +277,17 @@ class Preset:
     def polynomial(self) -> TaylorPolynomial:
         return TaylorPolynomial(self.params, self.order, self.variables)
 
+    @property
+    def learning_rate(self) -> Optional[float]:
+        """The learning rate the loss was found and measured with (``provenance.training_budget.lr``).
+
+        With hard labels a loss's scale and the learning rate are one knob, so a found loss comes
+        with its learning rate (searched, or the task's); None when the preset does not record one.
+        """
+        budget = (self.provenance or {}).get("training_budget") or {}
+        lr = budget.get("lr")
+        return float(lr) if isinstance(lr, (int, float)) and not isinstance(lr, bool) else None
+
     def formula(self, style: str = "text", precision: int = 4) -> str:
         """The polynomial's formula (``"text"`` or ``"latex"``), see ``TaylorPolynomial.formula``."""
         return self.polynomial.formula(style, precision)

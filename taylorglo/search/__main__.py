@@ -7,8 +7,11 @@ and compare the best loss found with cross-entropy. Subcommands::
     init DIR --config FILE [--set ...]                             create an experiment directory
     status DIR                      exit 0 when complete, 1 when not (2 on errors)
     analyze DIR [DIR ...]           generations table (CSV), plots, the best loss and its formula
-    evaluate DIR [--seeds N]        one-shot trainings of the best loss and cross-entropy over N seeds
-    ttest A B                       Welch's t-test between two evaluation sets (DIR or .jsonl)
+    baselines DIR [--lrs ...]       tune cross-entropy, label smoothing and the chosen loss's
+                                    learning rate on one grid and the same seeds (validation only)
+    evaluate DIR [--seeds N]        the chosen loss against the best tuned baseline on N fresh seeds
+    ttest A [B]                     Welch's t-test: the chosen loss against the best tuned baseline
+                                    of A, or between two evaluation sets (DIR or .jsonl)
     invocation DIR GEN INDEX        the standalone training command of one candidate
     export DIR --name NAME [--out PATH] [--candidate best|mean]
                                     write the found loss as a pip-installable preset package
@@ -23,7 +26,6 @@ import argparse
 import json
 import os
 import shlex
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -62,14 +64,26 @@ def _print_result(result, cfg) -> None:
     print(
         f"{result.directory}: {result.generations} generations, {result.evaluations} evaluations; {result.stop_reason}"
     )
-    if result.best is not None:
-        b = result.best
-        print(
-            f"best: fitness {b['fitness']:.4f} (val accuracy {b.get('val_accuracy')}) "
-            f"generation {b['generation']} candidate {b['index']}"
-        )
+    b = result.chosen or result.best
+    if b is not None:
+        if result.chosen is not None:
+            print(
+                f"chosen: {b['id']} (mean validation accuracy {b['mean_val_accuracy']:.4f} on the final "
+                "selection's fresh seeds)"
+            )
+        else:
+            print(
+                f"best: fitness {b['fitness']:.4f} (val accuracy {_fmt(b.get('val_accuracy'))}) "
+                f"generation {b['generation']} candidate {b['index']}"
+            )
         print(f"  vector: [{', '.join(f'{v:.6g}' for v in b['vector'])}]")
+        if b.get("lr") is not None:
+            print(f"  learning rate: {b['lr']:.6g}")
         print(f"  f(x, y) = {formula_of(b['vector'], cfg.search.order, cfg.search.variables)}")
+
+
+def _fmt(v) -> str:
+    return f"{v:.4f}" if isinstance(v, (int, float)) else "-"
 
 
 def cmd_run(args) -> int:
@@ -104,7 +118,7 @@ def cmd_status(args) -> int:
     if st["open_generation"] is not None:
         print(
             f"open generation {st['open_generation']}: {st['open_generation_evaluated']}/"
-            f"{st['population_size']} candidates evaluated"
+            f"{st['population_size'] * st['seeds_per_candidate']} trainings evaluated"
         )
     print(f"evaluations: {st['evaluations']}, failed or penalized: {st['failures']}")
     if st["running"]:
@@ -112,6 +126,23 @@ def cmd_status(args) -> int:
     if st["best"] is not None:
         b = st["best"]
         print(f"best fitness {b['fitness']:.4f} (generation {b['generation']}, candidate {b['index']})")
+    sel = st["selection"]
+    if sel and sel.get("chosen"):
+        c = sel["chosen"]
+        print(
+            f"final selection: chose {c['id']} (mean validation accuracy {c['mean_val_accuracy']:.4f} "
+            f"on {len(sel['seeds'])} fresh seeds)"
+        )
+    elif sel:
+        print(
+            f"final selection: in progress ({len(sel['contenders'])} contenders x {len(sel['seeds'])} seeds)"
+        )
+    tuned = st["baselines"]
+    if tuned and tuned.get("best_baseline"):
+        bb = tuned["best_baseline"]
+        print(
+            f"best tuned baseline: {bb['arm']} at lr {bb['lr']:.4g}, validation {bb['mean_val_accuracy']:.4f}"
+        )
     from taylorglo.search.journal import ExperimentDir
 
     exp = ExperimentDir(args.dir)
@@ -134,11 +165,13 @@ def cmd_analyze(args) -> int:
         formula_of,
         generation_table,
         plot_experiment,
+        report_lines,
         table_text,
         write_csv,
     )
     from taylorglo.search.config import ExperimentConfig
     from taylorglo.search.journal import ExperimentDir
+    from taylorglo.search.runner import aggregate_candidates
 
     dirs = []
     for d in args.dirs:
@@ -176,19 +209,31 @@ def cmd_analyze(args) -> int:
                 rows,
                 [
                     "generation",
-                    "evaluated",
+                    "trainings",
                     "best_fitness",
-                    "mean_fitness",
                     "median_fitness",
-                    "failures",
+                    "failed_share",
+                    "collapsed_share",
                     "invariant_violations",
                     "sigma",
-                ],
+                    "scale_min",
+                    "scale_median",
+                    "scale_max",
+                ]
+                + (["lr_min", "lr_median", "lr_max"] if cfg.search.learning_rate == "searched" else []),
             )
         )
-        print(f"(written to {d / 'generations.csv'})")
+        print(
+            f"(written to {d / 'generations.csv'}; sigma after each generation's update; scale: push at the "
+            "uniform prediction relative to cross-entropy's)"
+        )
+        for line in report_lines(d):
+            print(line)
         if best is not None:
-            top = sorted(ExperimentDir(d).evaluations(), key=lambda r: r["fitness"])[: args.top]
+            top = sorted(
+                aggregate_candidates(ExperimentDir(d).evaluations(), cfg.search.fitness),
+                key=lambda r: r["fitness"],
+            )[: args.top]
             print("\nbest candidates:")
             print(
                 table_text(
@@ -197,8 +242,9 @@ def cmd_analyze(args) -> int:
                             "generation": r["generation"],
                             "index": r["index"],
                             "fitness": r["fitness"],
-                            "status": r["status"],
+                            "seeds": len(r["seeds"]),
                             "val_accuracy": r.get("val_accuracy"),
+                            "lr": r.get("lr"),
                         }
                         for r in top
                     ]
@@ -211,7 +257,7 @@ def cmd_analyze(args) -> int:
             if paths:
                 print("plots: " + ", ".join(str(p) for p in paths))
             else:
-                print("(install matplotlib for plots)")
+                print("plots skipped: matplotlib is not installed (pip install matplotlib)")
     if len(dirs) > 1:
         print(table_text(summary))
         if args.dirs and Path(args.dirs[0]).is_dir() and len(args.dirs) == 1:
@@ -220,38 +266,20 @@ def cmd_analyze(args) -> int:
 
 
 def _compare(directory: Path, seeds: int, *, test: bool) -> dict:
-    """Train the best loss and cross-entropy on the same seeds; print means and the t-test."""
-    from taylorglo.search.analysis import best_record, evaluate_losses, evaluation_seeds, welch_ttest
+    """Train the chosen loss and the best tuned baseline on fresh seeds; print means and the tests."""
+    from taylorglo.search.analysis import compare_with_baseline
 
-    best = best_record(directory)
-    if best is None:
-        raise RuntimeError(f"{directory} has no evaluations yet")
-    seed_list = evaluation_seeds(directory, seeds)
-    print(f"training the best loss and cross-entropy on {len(seed_list)} seeds ...")
-    res = evaluate_losses(
-        directory,
-        {"best": {"vector": best["vector"]}, "cross-entropy": {"loss": "cross-entropy"}},
-        seed_list,
-        evaluate_test=test,
-    )
-    out = {}
+    out = compare_with_baseline(directory, seeds, test=test)
     for metric in ("val_accuracy", "test_accuracy"):
-        a = [r[metric] for r in res["best"] if isinstance(r.get(metric), (int, float))]
-        b = [r[metric] for r in res["cross-entropy"] if isinstance(r.get(metric), (int, float))]
-        if not a or not b:
+        t = out.get(metric)
+        if t is None:
             continue
-        line = (
-            f"{metric}: best loss {statistics.fmean(a):.4f}"
-            + (f" ± {statistics.stdev(a):.4f}" if len(a) > 1 else "")
-            + f"  cross-entropy {statistics.fmean(b):.4f}"
-            + (f" ± {statistics.stdev(b):.4f}" if len(b) > 1 else "")
-            + f"  (n = {len(a)}, {len(b)})"
+        print(
+            f"{metric}: chosen loss {t['mean_a']:.4f} ± {t['std_a']:.4f}  {out['baseline']} "
+            f"{t['mean_b']:.4f} ± {t['std_b']:.4f}  (n = {t['n_a']}, {t['n_b']}; wins {t['wins']}/{t['pairs']})  "
+            f"Welch p = {t['p']:.3g}"
+            + (f", Mann-Whitney p = {t['mann_whitney_p']:.3g}" if t.get("mann_whitney_p") is not None else "")
         )
-        if len(a) > 1 and len(b) > 1:
-            t = welch_ttest(a, b)
-            line += f"  Welch p = {t['p']:.3g}"
-            out[metric] = t
-        print(line)
     return out
 
 
@@ -260,10 +288,41 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_baselines(args) -> int:
+    from taylorglo.search.baselines import run_baselines
+
+    summary = run_baselines(args.dir, lrs=args.lrs)
+    for line in baseline_lines(summary):
+        print(line)
+    return 0 if summary["complete"] else 1
+
+
+def baseline_lines(summary: dict) -> list[str]:
+    from taylorglo.search.analysis import table_text
+
+    rows = []
+    for arm, t in summary["arms"].items():
+        row = {"arm": arm}
+        for lr in summary["grid"]:
+            cell = t["cells"].get(repr(lr))
+            row[f"lr {lr:.3g}"] = cell["mean_val_accuracy"] if cell else None
+        row["best lr"] = t["best"]["lr"] if t["best"] else None
+        rows.append(row)
+    lines = [f"validation accuracy, mean over {len(summary['seeds'])} seeds:", table_text(rows)]
+    c = summary.get("comparison")
+    if c:
+        lines.append(
+            f"chosen loss (re-tuned lr {summary['chosen']['lr']:.4g}) {c['mean_a']:.4f} vs best tuned baseline "
+            f"{c['b']} (lr {summary['best_baseline']['lr']:.4g}) {c['mean_b']:.4f}: wins {c['wins']}/{c['pairs']}, "
+            f"Welch p = {c['p']:.3g} (validation)"
+        )
+    return lines
+
+
 def _read_evaluations(spec: str) -> list[dict]:
     p = Path(spec)
     if p.is_dir():
-        p = p / "evaluations" / "best.jsonl"
+        p = p / "evaluations" / "chosen.jsonl"
     if not p.is_file():
         raise FileNotFoundError(f"{spec}: no evaluations (run `evaluate` on the experiment first)")
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
@@ -272,6 +331,21 @@ def _read_evaluations(spec: str) -> list[dict]:
 def cmd_ttest(args) -> int:
     from taylorglo.search.analysis import welch_ttest
 
+    if args.b is None:
+        from taylorglo.search.journal import ExperimentDir
+
+        tuned = ExperimentDir(args.a).read_baselines() if Path(args.a).is_dir() else None
+        if not tuned or not tuned.get("comparison"):
+            return _error(
+                f"{args.a} has no tuned baselines to compare with: run `python -m taylorglo.search "
+                f"baselines {args.a}` first, or give two evaluation sets",
+                2,
+            )
+        for line in baseline_lines(tuned)[2:]:
+            print(line)
+        c = tuned["comparison"]
+        print(f"Welch t = {c['t']:.3f}, df = {c['df']:.1f}, Cohen's d = {c['cohens_d']:.3f}")
+        return 0
     a = [r[args.metric] for r in _read_evaluations(args.a) if isinstance(r.get(args.metric), (int, float))]
     b = [r[args.metric] for r in _read_evaluations(args.b) if isinstance(r.get(args.metric), (int, float))]
     t = welch_ttest(a, b)
@@ -323,6 +397,11 @@ def cmd_default(args) -> int:
     result = run_search(directory, config, progress=None)
     cfg = ExperimentConfig.from_dict(ExperimentDir(directory).read_config(), validate_task=False)
     _print_result(result, cfg)
+    from taylorglo.search.baselines import run_baselines
+
+    print("tuning the baselines' learning rates (and the chosen loss's) on the same grid and seeds ...")
+    for line in baseline_lines(run_baselines(directory, log=None)):
+        print(line)
     _compare(directory, 3, test=True)
     print(
         f"total time {time.perf_counter() - t0:.0f} s; more: python -m taylorglo.search analyze {directory}"
@@ -358,14 +437,27 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--top", type=int, default=5)
     a.add_argument("--no-plots", action="store_true")
     a.set_defaults(func=cmd_analyze)
-    e = sub.add_parser("evaluate", help="train the best loss and cross-entropy over N seeds")
+    b = sub.add_parser(
+        "baselines", help="tune cross-entropy, label smoothing and the chosen loss on one learning-rate grid"
+    )
+    b.add_argument("dir")
+    b.add_argument(
+        "--lrs",
+        type=float,
+        nargs="+",
+        help="the learning-rate grid (default: search.baseline_lrs or derived)",
+    )
+    b.set_defaults(func=cmd_baselines)
+    e = sub.add_parser("evaluate", help="the chosen loss against the best tuned baseline over N fresh seeds")
     e.add_argument("dir")
     e.add_argument("--seeds", type=int, default=5)
     e.add_argument("--no-test", action="store_true", help="validation split only")
     e.set_defaults(func=cmd_evaluate)
     t = sub.add_parser("ttest", help="Welch's t-test between two sets of evaluations")
-    t.add_argument("a", help="an experiment dir (its evaluations/best.jsonl) or an evaluations .jsonl")
-    t.add_argument("b")
+    t.add_argument("a", help="an experiment dir (its evaluations/chosen.jsonl) or an evaluations .jsonl")
+    t.add_argument(
+        "b", nargs="?", help="(optional) without it: A's chosen loss against its best tuned baseline"
+    )
     t.add_argument("--metric", default="test_accuracy")
     t.set_defaults(func=cmd_ttest)
     v = sub.add_parser("invocation", help="the standalone training command of one candidate")

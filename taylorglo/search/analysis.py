@@ -14,7 +14,15 @@ from pathlib import Path
 
 from taylorglo.search.config import ExperimentConfig
 from taylorglo.search.journal import ExperimentDir, atomic_write
-from taylorglo.search.runner import MEASURED, generation_seed
+from taylorglo.search.runner import (
+    MEASURED,
+    aggregate_candidates,
+    chosen_candidate,
+    fresh_seeds,
+    generation_seed,
+    make_job,
+)
+from taylorglo.search.stats import welch_ttest
 
 __all__ = [
     "best_record",
@@ -45,16 +53,19 @@ def formula_of(vector: Sequence[float], order: int, variables: Sequence[str] = (
 
 
 def best_record(directory) -> dict | None:
-    """The journal record with the lowest fitness (the first of ties)."""
-    best = None
-    for rec in ExperimentDir(directory).evaluations():
-        if best is None or rec["fitness"] < best["fitness"]:
-            best = rec
-    return best
+    """The candidate with the lowest fitness aggregated over its seeds (the first of ties).
+
+    A dict of ``taylorglo.search.runner.aggregate_candidates``: generation, index, vector, lr,
+    fitness, val_accuracy (mean over its measured seeds), per-seed lists.
+    """
+    exp = ExperimentDir(directory)
+    cands = aggregate_candidates(exp.evaluations(), _config(exp).search.fitness)
+    return min(cands, key=lambda c: c["fitness"]) if cands else None
 
 
 def experiment_status(directory) -> dict:
-    """Where an experiment stands: generations done/open, evaluations, failures, best, completeness."""
+    """Where an experiment stands: generations done/open, evaluations, failures, best, the final
+    selection and the tuned baselines, completeness."""
     exp = ExperimentDir(directory)
     cfg = _config(exp)
     s = cfg.search
@@ -70,7 +81,11 @@ def experiment_status(directory) -> dict:
         limit = min(limit, s.max_evaluations // s.population_size)
     open_gen = done if exp.read_population(done) is not None else None
     failed = [r for r in records if r["status"] not in MEASURED]
-    best = min(records, key=lambda r: r["fitness"]) if records else None
+    cands = aggregate_candidates(records, s.fitness)
+    best = min(cands, key=lambda c: c["fitness"]) if cands else None
+    selection = exp.read_selection()
+    searched = done >= limit and open_gen is None
+    selected = not s.final_top_k or bool(selection and selection.get("chosen"))
     return {
         "directory": str(exp.path),
         "generations_done": done,
@@ -78,44 +93,73 @@ def experiment_status(directory) -> dict:
         "open_generation": open_gen,
         "open_generation_evaluated": len(exp.evaluations_of(open_gen)) if open_gen is not None else 0,
         "population_size": s.population_size,
+        "seeds_per_candidate": s.seeds_per_candidate,
         "evaluations": len(records),
         "failures": len(failed),
         "failed": failed,
         "best": best,
-        "complete": done >= limit and open_gen is None,
+        "selection": selection,
+        "baselines": exp.read_baselines(),
+        "complete": searched and selected,
         "running": exp.lock_holder(),
     }
 
 
 def generation_table(directory) -> list[dict]:
-    """One row per generation with evaluations: best/mean/median fitness, failures by status, sigma."""
+    """One row per generation with evaluations, with the diagnostics of drift.
+
+    Columns: candidates and trainings evaluated, best/mean/median fitness (aggregated per
+    candidate), best validation accuracy, ``failed_share`` and ``collapsed_share`` of the
+    trainings, invariant violations, ``sigma`` (after the generation's update, as the run log
+    prints it; before it for a generation still open), the spread (min/median/max) of the
+    candidates' ``scale`` (push at the uniform prediction relative to cross-entropy's, see
+    ``taylorglo.search.space.push_scale``) and of their learning rates when searched.
+    """
+    from taylorglo.search.runner import is_collapsed
+    from taylorglo.search.space import push_scale
+
     exp = ExperimentDir(directory)
-    pops = {g: exp.read_population(g) for g in exp.generations()}
+    cfg = _config(exp)
+    s = cfg.search
+    n = cfg.inferred_num_classes() or 0
     by_gen: dict[int, list[dict]] = {}
     for rec in exp.evaluations():
         by_gen.setdefault(rec["generation"], []).append(rec)
     rows = []
     for g in sorted(by_gen):
         recs = by_gen[g]
-        fit = [r["fitness"] for r in recs]
-        acc = [
-            r["val_accuracy"] for r in recs if r["status"] in MEASURED and r.get("val_accuracy") is not None
-        ]
+        cands = aggregate_candidates(recs, s.fitness)
+        fit = [c["fitness"] for c in cands]
+        acc = [c["val_accuracy"] for c in cands if c["val_accuracy"] is not None]
         summary = exp.read_summary(g)
-        rows.append(
-            {
-                "generation": g,
-                "evaluated": len(recs),
-                "best_fitness": min(fit),
-                "mean_fitness": statistics.fmean(fit),
-                "median_fitness": statistics.median(fit),
-                "best_val_accuracy": max(acc) if acc else None,
-                "failures": sum(1 for r in recs if r["status"] not in MEASURED),
-                "invariant_violations": sum(1 for r in recs if r.get("violates_invariant")),
-                "sigma": pops[g][0]["sigma"] if pops.get(g) else None,
-                "closed": summary is not None,
-            }
-        )
+        if summary is not None:
+            sigma = summary["sigma"]
+        else:
+            stored = exp.read_population(g)
+            sigma = stored[0]["sigma"] if stored else None
+        row = {
+            "generation": g,
+            "candidates": len(cands),
+            "trainings": len(recs),
+            "best_fitness": min(fit),
+            "mean_fitness": statistics.fmean(fit),
+            "median_fitness": statistics.median(fit),
+            "best_val_accuracy": max(acc) if acc else None,
+            "failures": sum(1 for r in recs if r["status"] not in MEASURED),
+            "failed_share": sum(1 for r in recs if r["status"] not in MEASURED) / len(recs),
+            "collapsed_share": sum(1 for r in recs if is_collapsed(r, n)) / len(recs),
+            "invariant_violations": sum(1 for c in cands if c.get("violates_invariant")),
+            "sigma": sigma,
+            "closed": summary is not None,
+        }
+        scales = [push_scale(c["vector"], s.order, s.variables, n) for c in cands] if n >= 2 else []
+        lrs = [c["lr"] for c in cands if c["lr"] is not None]
+        for name, values in (("scale", scales), ("lr", lrs)):
+            values = sorted(values)
+            row[f"{name}_min"] = values[0] if values else None
+            row[f"{name}_median"] = statistics.median(values) if values else None
+            row[f"{name}_max"] = values[-1] if values else None
+        rows.append(row)
     return rows
 
 
@@ -216,7 +260,8 @@ def evaluate_losses(
     """Train each loss once per seed on the experiment's task (one-shot runs); results are cached.
 
     Args:
-        losses: name -> {"vector": [...]} (a Taylor loss of the experiment's order) or {"loss": spec}.
+        losses: name -> {"vector": [...]} (a Taylor loss of the experiment's order) or {"loss": spec},
+            optionally with "lr" (replacing the task's learning rate).
         seeds: training seeds (the same for every loss: paired, common random numbers).
     Returns name -> list of result dicts (status, val_accuracy, test_accuracy, seed, ...). Results
     are stored in ``DIR/evaluations/<name>.jsonl`` and reused by later calls with the same seeds.
@@ -242,6 +287,8 @@ def evaluate_losses(
                     cached[rec["seed"]] = rec
         results[name] = [cached[s] for s in seeds if s in cached]
         todo += [(name, spec, s) for s in seeds if s not in cached]
+        if log is not None and results[name]:
+            log(f"  {name}: {len(results[name])} of {len(seeds)} seeds already trained ({path}); reused")
     if todo:
         own = backend is None
         if own:
@@ -249,20 +296,16 @@ def evaluate_losses(
         try:
             futures = []
             for name, spec, seed in todo:
-                job = {
-                    "generation": -1,
-                    "index": 0,
-                    "attempt": 0,
-                    "vector": spec.get("vector"),
-                    "loss": spec.get("loss"),
-                    "order": cfg.search.order,
-                    "variables": list(cfg.search.variables),
-                    "seed": seed,
-                    "task": cfg.task,
-                    "evaluator": cfg.execution.evaluator,
-                    "options": cfg.execution.evaluator_options,
-                    "evaluate_test": evaluate_test,
-                }
+                job = make_job(
+                    cfg,
+                    generation=-1,
+                    index=0,
+                    seed=seed,
+                    vector=spec.get("vector"),
+                    loss=spec.get("loss"),
+                    lr=spec.get("lr"),
+                    evaluate_test=evaluate_test,
+                )
                 futures.append((name, spec, seed, backend.submit(job)))
             for name, spec, seed, fut in futures:
                 try:
@@ -297,41 +340,105 @@ def evaluation_seeds(directory, n: int) -> list[int]:
     return [generation_seed(cfg.search.seed, g) for g in range(n)]
 
 
-def welch_ttest(a: Sequence[float], b: Sequence[float]) -> dict:
-    """Welch's t-test of mean(a) != mean(b): t, degrees of freedom, two-sided p, Cohen's d.
+def comparison_seeds(directory, n: int) -> list[int]:
+    """Seeds for the final test comparison: a stream no generation, selection or baseline uses."""
+    exp = ExperimentDir(directory)
+    used = {int(r["seed"]) for r in exp.evaluations() if isinstance(r.get("seed"), int)}
+    return fresh_seeds(_config(exp).search.seed, n, "test", avoid=used)
 
-    Uses scipy for p when installed (else a normal approximation). Needs n >= 2 on each side.
+
+def compare_with_baseline(directory, seeds: int, *, test: bool = True, backend=None, log=print) -> dict:
+    """Train the chosen loss and the best tuned baseline on ``seeds`` fresh seeds and compare them.
+
+    The chosen loss is the final selection's choice (else the best candidate) at its re-tuned
+    learning rate when ``baselines`` ran (else at its searched learning rate or the task's); the
+    baseline is the best tuned arm of ``baselines.json``, or cross-entropy at the task's learning
+    rate when the baselines were never tuned (said in ``"note"``: such a comparison flatters the
+    found loss). Results are cached in ``DIR/evaluations/``. Returns the arms, their per-seed
+    results and, per metric, Welch's t-test, Mann-Whitney and wins (``taylorglo.search.stats``).
     """
-    a, b = [float(v) for v in a], [float(v) for v in b]
-    if len(a) < 2 or len(b) < 2:
-        raise ValueError(f"Welch's t-test needs at least 2 values per side, got {len(a)} and {len(b)}")
-    ma, mb = statistics.fmean(a), statistics.fmean(b)
-    va, vb = statistics.variance(a), statistics.variance(b)
-    se2 = va / len(a) + vb / len(b)
-    pooled = math.sqrt((va + vb) / 2)
-    d = (ma - mb) / pooled if pooled > 0 else (0.0 if ma == mb else math.copysign(math.inf, ma - mb))
-    if se2 == 0:
-        t = 0.0 if ma == mb else math.copysign(math.inf, ma - mb)
-        df = float(len(a) + len(b) - 2)
-        p = 1.0 if ma == mb else 0.0
-    else:
-        t = (ma - mb) / math.sqrt(se2)
-        df = se2**2 / ((va / len(a)) ** 2 / (len(a) - 1) + (vb / len(b)) ** 2 / (len(b) - 1))
-        try:
-            from scipy import stats
+    from taylorglo.search.stats import compare_arms
 
-            p = float(2 * stats.t.sf(abs(t), df))
-        except ImportError:
-            p = math.erfc(abs(t) / math.sqrt(2))
-    return {
-        "mean_a": ma,
-        "mean_b": mb,
-        "std_a": math.sqrt(va),
-        "std_b": math.sqrt(vb),
-        "n_a": len(a),
-        "n_b": len(b),
-        "t": t,
-        "df": df,
-        "p": p,
-        "cohens_d": d,
-    }
+    exp = ExperimentDir(directory)
+    cfg = _config(exp)
+    chosen = chosen_candidate(exp, cfg.search.fitness)
+    if chosen is None:
+        raise RuntimeError(f"{directory} has no evaluations yet")
+    tuned = exp.read_baselines()
+    note = None
+    chosen_spec = {"vector": list(chosen["vector"])}
+    if tuned and tuned.get("best_baseline") and tuned.get("chosen"):
+        chosen_spec["lr"] = tuned["chosen"]["lr"]
+        base = tuned["best_baseline"]
+        base_name = base["arm"]
+        base_spec = dict(base["spec"], lr=base["lr"])
+    else:
+        if chosen.get("lr") is not None:
+            chosen_spec["lr"] = chosen["lr"]
+        base_name = "cross-entropy"
+        base_spec = {"loss": "cross-entropy"}
+        note = (
+            "the baselines were not tuned (run `python -m taylorglo.search baselines DIR`): "
+            "cross-entropy at the task's learning rate is not a fair baseline"
+        )
+    seed_list = comparison_seeds(directory, seeds)
+    arms = {"chosen": chosen_spec, base_name: base_spec}
+    if log is not None:
+        log(
+            f"training the chosen loss and {base_name} on {len(seed_list)} fresh seeds"
+            + (" (test split read once per arm and seed)" if test else " (validation only)")
+        )
+        if note:
+            log(f"note: {note}")
+    res = evaluate_losses(directory, arms, seed_list, evaluate_test=test, backend=backend, log=log)
+    out: dict = {"arms": arms, "baseline": base_name, "seeds": seed_list, "results": res, "note": note}
+    for metric in ("val_accuracy", "test_accuracy"):
+        a = [r[metric] for r in res["chosen"] if isinstance(r.get(metric), (int, float))]
+        b = [r[metric] for r in res[base_name] if isinstance(r.get(metric), (int, float))]
+        if len(a) > 1 and len(b) > 1:
+            out[metric] = compare_arms(a, b)
+    return out
+
+
+def report_lines(directory) -> list[str]:
+    """The final selection (per-contender numbers, the choice) and the tuned-baseline comparison, as text."""
+    exp = ExperimentDir(directory)
+    lines: list[str] = []
+    selection = exp.read_selection()
+    if selection and selection.get("table"):
+        lines.append(f"\nfinal selection on {len(selection['seeds'])} fresh seeds (validation):")
+        rows = [
+            {
+                "contender": c["id"],
+                "search_fitness": c.get("search_fitness"),
+                "lr": c.get("lr"),
+                "mean_val_accuracy": c["mean_val_accuracy"],
+                "std": c["std_val_accuracy"],
+                "failures": c["failures"],
+                "collapses": c["collapses"],
+            }
+            for c in selection["table"]
+        ]
+        lines.append(table_text(rows))
+        lines.append(f"chosen: {selection['chosen']['id']}")
+    elif selection:
+        lines.append("\nfinal selection: in progress")
+    tuned = exp.read_baselines()
+    if tuned and tuned.get("best_baseline"):
+        bb = tuned["best_baseline"]
+        line = (
+            f"best tuned baseline: {bb['arm']} at lr {bb['lr']:.4g}, validation {bb['mean_val_accuracy']:.4f}"
+        )
+        c = tuned.get("comparison")
+        if c and tuned.get("chosen"):
+            line += (
+                f"; chosen loss at its re-tuned lr {tuned['chosen']['lr']:.4g}: {c['mean_a']:.4f} "
+                f"(wins {c['wins']}/{c['pairs']}, Welch p = {c['p']:.3g})"
+            )
+        lines.append(line)
+    else:
+        lines.append(
+            "baselines not tuned yet: `python -m taylorglo.search baselines DIR` tunes cross-entropy and "
+            "label smoothing as hard as the found loss"
+        )
+    return lines

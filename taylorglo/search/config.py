@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import json
 import math
 import os
@@ -77,8 +78,27 @@ class SearchConfig:
         max_evaluations: the evaluation budget (trainings, penalized ones included); 0 = no budget.
             A generation is only started when all its candidates fit in the budget.
         seed: seeds CMA-ES and, with the generation number, the per-generation training seed.
-        space: ``"canonical"`` (CMA-ES moves only in the directions that change training) or
-            ``"original"`` (the full parameter vector). Candidates are stored in the original layout.
+        space: ``"canonical"`` (CMA-ES moves only in the directions that change training),
+            ``"normalized"`` (canonical with the loss's overall scale taken out, see
+            ``taylorglo.search.space``) or ``"original"`` (the full parameter vector). Candidates
+            are stored in the original layout.
+        normalization: how the ``normalized`` space takes the scale out: ``"push"`` (the push on
+            the true logit at the uniform prediction equals cross-entropy's) or ``"norm"``.
+        seeds_per_candidate: S, the trainings per candidate. All candidates of a generation train
+            on the same S seeds (common random numbers); the journal holds one record per
+            (candidate, seed).
+        fitness: how a candidate's S fitness values are aggregated: ``"mean"`` or ``"worst"``.
+        learning_rate: ``"fixed"`` (``task.lr`` for every candidate) or ``"searched"`` (one more
+            CMA-ES coordinate, ln(lr), within ``lr_bounds``; it starts at ``task.lr``).
+        lr_bounds: ``[lo, hi]`` of a searched learning rate.
+        final_top_k: when the search ends, the K best candidates (by aggregated fitness) and the
+            CMA-ES mean are trained again on ``final_seeds`` seeds that no generation used
+            (validation only) and the best mean validation accuracy is chosen; 0 = no final
+            selection (the chosen loss is then the best candidate of the search).
+        final_seeds: F, the fresh seeds of the final selection (also used by ``baselines``).
+        baseline_lrs: the learning-rate grid of ``baselines`` (every arm, the chosen loss too);
+            empty = 6 points log-spaced over ``lr_bounds`` (searched) or ``task.lr`` x 1/4..4 (fixed).
+        baseline_label_smoothing: the label-smoothing epsilons that ``baselines`` tunes.
         invariant_rule: ``"gradient"`` or ``"original"`` (see ``taylorglo.polynomial.check_invariant``).
         invariant_action: ``"enforce"`` (violators are not trained, get the penalty), ``"tag"``, ``"off"``.
         num_classes: class count for the invariant; inferred from ``task.dataset`` when omitted.
@@ -97,6 +117,15 @@ class SearchConfig:
     max_evaluations: int = 0
     seed: int = 0
     space: str = "canonical"
+    normalization: str = "push"
+    seeds_per_candidate: int = 1
+    fitness: str = "mean"
+    learning_rate: str = "fixed"
+    lr_bounds: list = field(default_factory=lambda: [0.01, 1.0])
+    final_top_k: int = 3
+    final_seeds: int = 5
+    baseline_lrs: list = field(default_factory=list)
+    baseline_label_smoothing: list = field(default_factory=lambda: [0.05, 0.1, 0.2])
     invariant_rule: str = "gradient"
     invariant_action: str = "enforce"
     num_classes: int = 0
@@ -184,8 +213,8 @@ class ExperimentConfig:
         s.variables = list(s.variables)
         if s.population_size < 2:
             raise bad("search.population_size", s.population_size, "at least 2 (CMA-ES needs two to rank)")
-        if not (math.isfinite(s.sigma) and s.sigma > 0):
-            raise bad("search.sigma", s.sigma, "a positive number (1.2 in the original system)")
+        if not (math.isfinite(s.sigma) and 0 < s.sigma <= 1e6):
+            raise bad("search.sigma", s.sigma, "a positive number up to 1e6 (1.2 in the original system)")
         if s.start not in ("zeros", "cross-entropy"):
             raise bad("search.start", s.start, '"zeros" or "cross-entropy"')
         if s.generations < 1:
@@ -198,10 +227,46 @@ class ExperimentConfig:
                 s.max_evaluations,
                 f"0 or at least one generation (population_size = {s.population_size})",
             )
-        if s.space not in ("canonical", "original"):
-            raise bad("search.space", s.space, '"canonical" or "original"')
+        if s.space not in ("canonical", "normalized", "original"):
+            raise bad("search.space", s.space, '"canonical", "normalized" or "original"')
+        if s.normalization not in ("push", "norm"):
+            raise bad("search.normalization", s.normalization, '"push" or "norm"')
+        if s.seeds_per_candidate < 1:
+            raise bad("search.seeds_per_candidate", s.seeds_per_candidate, "at least 1")
+        if s.fitness not in ("mean", "worst"):
+            raise bad("search.fitness", s.fitness, '"mean" or "worst"')
+        if s.learning_rate not in ("fixed", "searched"):
+            raise bad("search.learning_rate", s.learning_rate, '"fixed" or "searched"')
+        lo_hi = _numbers(s.lr_bounds)
+        if lo_hi is None or len(lo_hi) != 2 or not 0 < lo_hi[0] < lo_hi[1] or lo_hi[1] > 1e6:
+            raise bad("search.lr_bounds", s.lr_bounds, "[lo, hi] with 0 < lo < hi <= 1e6")
+        s.lr_bounds = lo_hi
+        if s.final_top_k < 0:
+            raise bad("search.final_top_k", s.final_top_k, "0 (no final selection) or a positive count")
+        if s.final_seeds < 1 or (s.final_top_k and s.final_seeds < 2):
+            raise bad("search.final_seeds", s.final_seeds, "at least 2 (a mean over fresh seeds)")
+        lrs = _numbers(s.baseline_lrs)
+        if lrs is None or any(not 0 < v <= 1e6 for v in lrs):
+            raise bad("search.baseline_lrs", s.baseline_lrs, "a list of positive learning rates (or [])")
+        s.baseline_lrs = lrs
+        eps = _numbers(s.baseline_label_smoothing)
+        if eps is None or any(not 0 < v < 1 for v in eps):
+            raise bad(
+                "search.baseline_label_smoothing",
+                s.baseline_label_smoothing,
+                "a list of epsilons in (0, 1), e.g. [0.05, 0.1, 0.2]",
+            )
+        s.baseline_label_smoothing = eps
         if s.invariant_rule not in ("gradient", "original"):
             raise bad("search.invariant_rule", s.invariant_rule, '"gradient" or "original"')
+        if s.invariant_rule == "original" and s.invariant_action != "off":
+            if s.order != 3 or tuple(s.variables) != ("x", "y"):
+                raise bad(
+                    "search.invariant_rule",
+                    s.invariant_rule,
+                    f'"gradient": the original rule is defined for order 3 in (x, y) only, '
+                    f"not order {s.order} in {tuple(s.variables)}",
+                )
         if s.invariant_action not in ("enforce", "tag", "off"):
             raise bad("search.invariant_action", s.invariant_action, '"enforce", "tag" or "off"')
         if s.num_classes < 0 or s.num_classes == 1:
@@ -240,8 +305,50 @@ class ExperimentConfig:
                 f"{self.task.get('dataset', 'digits')!r} has no known class count; set search.num_classes "
                 f'or search.invariant_action = "off"'
             )
+        if s.space == "normalized" and self.inferred_num_classes() is None:
+            raise ConfigError(
+                f'search.num_classes is needed by search.space = "normalized" (the uniform prediction '
+                f"is 1/n): task.dataset = {self.task.get('dataset', 'digits')!r} has no known class count"
+            )
+        try:
+            self.search_space()
+        except ValueError as exc:
+            raise ConfigError(f"search.space = {s.space!r} with search.order = {s.order}: {exc}") from None
         if validate_task and e.evaluator == DEFAULT_EVALUATOR:
             self.validate_task()
+
+    def search_space(self):
+        """The ``SearchSpace`` of this experiment (CMA-ES coordinates <-> vector and learning rate)."""
+        from taylorglo.search.space import SearchSpace
+
+        s = self.search
+        return SearchSpace(
+            s.order,
+            tuple(s.variables),
+            s.space,
+            num_classes=self.inferred_num_classes() or 0,
+            normalization=s.normalization,
+            lr_bounds=s.lr_bounds if s.learning_rate == "searched" else None,
+        )
+
+    def base_lr(self) -> float:
+        """The task's learning rate (the trainer's default when ``task.lr`` is not set)."""
+        if "lr" in self.task:
+            return float(self.task["lr"])
+        from taylorglo.train import TrainConfig
+
+        return float(TrainConfig().lr)
+
+    def baseline_grid(self) -> list[float]:
+        """The learning rates every arm is tuned over (``search.baseline_lrs`` or the derived grid)."""
+        s = self.search
+        if s.baseline_lrs:
+            return sorted(float(v) for v in s.baseline_lrs)
+        if s.learning_rate == "searched":
+            lo, hi = s.lr_bounds
+            return [float(lo * (hi / lo) ** (i / 5)) for i in range(6)]
+        base = self.base_lr()
+        return [base * f for f in (0.25, 0.5, 1.0, 2.0, 4.0)]
 
     def validate_task(self) -> None:
         """Check ``task`` against ``taylorglo.train.TrainConfig`` (when the trainer is importable)."""
@@ -255,9 +362,16 @@ class ExperimentConfig:
             raise ConfigError(f"task: {exc}") from None
 
     def inferred_num_classes(self) -> int | None:
+        """``search.num_classes``, else the class count of ``task.dataset`` (None when unknown)."""
         if self.search.num_classes:
             return self.search.num_classes
-        return NUM_CLASSES.get(str(self.task.get("dataset", "digits")).lower())
+        name = str(self.task.get("dataset", "digits"))
+        try:
+            from taylorglo.train.data import dataset_info
+
+            return int(dataset_info(name).num_classes)
+        except (ImportError, ValueError):
+            return NUM_CLASSES.get(name.lower())
 
 
 def _build_section(cls: type, section: str, values: Any) -> Any:
@@ -267,7 +381,11 @@ def _build_section(cls: type, section: str, values: Any) -> Any:
     kwargs = {}
     for key, value in values.items():
         if key not in fields:
-            raise ConfigError(f"unknown key {section}.{key}: the keys of [{section}] are {', '.join(fields)}")
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"did you mean {section}.{close[0]}? " if close else ""
+            raise ConfigError(
+                f"unknown key {section}.{key}: {hint}the keys of [{section}] are {', '.join(fields)}"
+            )
         default = (
             fields[key].default
             if fields[key].default is not dataclasses.MISSING
@@ -275,6 +393,18 @@ def _build_section(cls: type, section: str, values: Any) -> Any:
         )
         kwargs[key] = _coerce(f"{section}.{key}", value, default)
     return cls(**kwargs)
+
+
+def _numbers(values: Any) -> list[float] | None:
+    """``values`` as a list of finite floats, or None when it is not one."""
+    if not isinstance(values, (list, tuple)):
+        return None
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return None
+        out.append(float(v))
+    return out
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
@@ -289,7 +419,13 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         if ok:
             value = float(value)
     elif kind is list:
-        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+        numeric = bool(default) and all(isinstance(v, (int, float)) for v in default)
+        item_ok = (
+            (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))
+            if numeric or not default and name.endswith(("_lrs", "_bounds"))
+            else (lambda v: isinstance(v, str))
+        )
+        ok = isinstance(value, (list, tuple)) and all(item_ok(v) for v in value)
         if ok:
             value = list(value)
     elif kind is dict:

@@ -8,8 +8,13 @@ Layout::
     DIR/generations/NNNN/population.json the sampled candidates (written before any training)
     DIR/generations/NNNN/strategy.pkl    the CMA-ES state right after sampling NNNN
     DIR/generations/NNNN/summary.json    written after the generation is told (derived data)
-    DIR/journal.jsonl                    one line per finished evaluation (flushed and fsynced)
-    DIR/logs/gNNNN-cNN.log               the end of each candidate's training output
+    DIR/journal.jsonl                    one line per finished evaluation of a (candidate, seed)
+                                         (flushed and fsynced)
+    DIR/final.jsonl                      the final selection's evaluations on fresh seeds (same rules)
+    DIR/selection.json                   the final selection: per-seed numbers and the chosen loss
+    DIR/baselines.jsonl                  the tuned baselines' evaluations (``search baselines``)
+    DIR/baselines.json                   their summary: each arm's best learning rate
+    DIR/logs/gNNNN-cNN[-sR].log          the end of each training's output (R: the seed's replica)
     DIR/search.log                       one line per generation
 
 Crash safety: every file except the journal is written as tmp + fsync + ``os.replace`` (+ fsync of
@@ -100,6 +105,10 @@ class ExperimentDir:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._lock_fd: int | None = None
+        # The journal indexed by generation as it is read and appended: each byte is parsed once,
+        # so the bookkeeping of a generation does not grow with the length of the run.
+        self._by_generation: dict[int, dict[tuple[int, int], dict]] = {}
+        self._read_offset = 0
 
     # --- paths --------------------------------------------------------------------------------
     @property
@@ -117,8 +126,10 @@ class ExperimentDir:
     def generation_dir(self, generation: int) -> Path:
         return self.path / "generations" / f"{generation:04d}"
 
-    def log_path(self, generation: int, index: int) -> Path:
-        return self.path / "logs" / f"g{generation:04d}-c{index:02d}.log"
+    def log_path(self, generation: int, index: int, replica: int = 0) -> Path:
+        """The training log of a candidate's seed ``replica`` (``-sR`` in the name for R > 0)."""
+        suffix = f"-s{replica}" if replica else ""
+        return self.path / "logs" / f"g{generation:04d}-c{index:02d}{suffix}.log"
 
     def exists(self) -> bool:
         return self.config_path.is_file()
@@ -264,6 +275,7 @@ class ExperimentDir:
                 except ValueError:
                     keep = start
         if keep != len(data):
+            self._by_generation, self._read_offset = {}, 0
             with open(self.journal_path, "r+b") as fh:
                 fh.truncate(keep)
                 fh.flush()
@@ -285,17 +297,108 @@ class ExperimentDir:
                 except ValueError:
                     continue
 
-    def evaluations_of(self, generation: int) -> dict[int, dict]:
-        """The records of one generation by candidate index (the first record of an index wins)."""
-        out: dict[int, dict] = {}
-        for rec in self.evaluations():
-            if rec.get("generation") == generation:
-                out.setdefault(int(rec["index"]), rec)
+    def _catch_up(self) -> None:
+        """Parse the journal lines appended since the last call into the per-generation index."""
+        try:
+            size = self.journal_path.stat().st_size
+        except FileNotFoundError:
+            self._by_generation, self._read_offset = {}, 0
+            return
+        if size < self._read_offset:  # cut by repair_journal: start over
+            self._by_generation, self._read_offset = {}, 0
+        if size == self._read_offset:
+            return
+        with open(self.journal_path, "rb") as fh:
+            fh.seek(self._read_offset)
+            data = fh.read(size - self._read_offset)
+        end = data.rfind(b"\n") + 1  # a torn last line is left for later
+        for line in data[:end].splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            key = (int(rec["index"]), int(rec.get("replica", 0)))
+            self._by_generation.setdefault(int(rec["generation"]), {}).setdefault(key, rec)
+        self._read_offset += end
+
+    def evaluations_of(self, generation: int) -> dict[tuple[int, int], dict]:
+        """The records of one generation by (candidate index, replica); the first record of a key wins.
+
+        ``replica`` r is the r-th of the generation's ``search.seeds_per_candidate`` training seeds
+        (0 for journals written before seeds per candidate existed).
+        """
+        self._catch_up()
+        return dict(self._by_generation.get(int(generation), {}))
+
+    # --- final selection and baselines ----------------------------------------------------------
+    def _append_line(self, path: Path, record: dict) -> None:
+        line = json.dumps(record, sort_keys=True, allow_nan=False) + "\n"
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab") as fh:
+            fh.write(line.encode("utf-8"))
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    @staticmethod
+    def _read_lines(path: Path) -> list[dict]:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in data[: data.rfind(b"\n") + 1].splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
         return out
 
+    @property
+    def final_path(self) -> Path:
+        return self.path / "final.jsonl"
+
+    @property
+    def baselines_path(self) -> Path:
+        return self.path / "baselines.jsonl"
+
+    def append_final(self, record: dict) -> None:
+        """Append one final-selection evaluation (flushed and fsynced)."""
+        self._append_line(self.final_path, record)
+
+    def final_records(self) -> list[dict]:
+        """The final selection's evaluations, in append order (a torn last line is skipped)."""
+        return self._read_lines(self.final_path)
+
+    def write_selection(self, selection: dict) -> None:
+        atomic_write(self.path / "selection.json", _dumps(selection))
+
+    def read_selection(self) -> dict | None:
+        try:
+            with open(self.path / "selection.json", encoding="utf-8") as fh:
+                return json.load(fh)
+        except FileNotFoundError:
+            return None
+
+    def append_baseline(self, record: dict) -> None:
+        """Append one baseline evaluation (flushed and fsynced)."""
+        self._append_line(self.baselines_path, record)
+
+    def baseline_records(self) -> list[dict]:
+        return self._read_lines(self.baselines_path)
+
+    def write_baselines(self, summary: dict) -> None:
+        atomic_write(self.path / "baselines.json", _dumps(summary))
+
+    def read_baselines(self) -> dict | None:
+        try:
+            with open(self.path / "baselines.json", encoding="utf-8") as fh:
+                return json.load(fh)
+        except FileNotFoundError:
+            return None
+
     # --- logs ---------------------------------------------------------------------------------
-    def write_log(self, generation: int, index: int, text: str) -> None:
-        path = self.log_path(generation, index)
+    def write_log(self, generation: int, index: int, text: str, replica: int = 0) -> None:
+        path = self.log_path(generation, index, replica)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, text)
 

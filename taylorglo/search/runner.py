@@ -5,15 +5,22 @@ One generation g, with its commit points (see ``journal``):
 1. If ``generations/g/population.json`` exists, reuse it and the strategy stored with it (a resumed
    run never re-samples). Otherwise check the generation limit and the evaluation budget, ask
    CMA-ES, and store the strategy and then the population atomically, before any training starts.
-2. Every candidate without a journal record is evaluated (in parallel on the backend); each
-   finished evaluation is appended to the journal (fsynced) before anything else happens. Invariant
+2. Every (candidate, seed) pair without a journal record is evaluated (in parallel on the
+   backend, the seeds of one candidate spread over the workers like any other job); each finished
+   evaluation is appended to the journal (fsynced) before anything else happens. Invariant
    violators under ``enforce`` are recorded with the penalty without training. A raised training
    or a dead worker is retried ``search.retries`` times, then recorded as ``failed``.
-3. CMA-ES is told the fitness (``1 - val_accuracy``; the penalty for failed, diverged, rejected or
-   missing candidates), and the state is stored atomically as ``state.pkl``.
+3. CMA-ES is told each candidate's fitness: ``1 - val_accuracy`` per seed (the penalty for failed,
+   diverged, rejected or missing trainings), aggregated over the seeds by ``search.fitness``
+   (mean or worst), and the state is stored atomically as ``state.pkl``.
 
-All candidates of a generation train with the same seed (common random numbers, so they are
-ranked on the loss and not on the draw), ``generation_seed(search.seed, g)``.
+All candidates of a generation train on the same ``search.seeds_per_candidate`` seeds (common
+random numbers, so they are ranked on the loss and not on the draw), ``generation_seeds``.
+
+When the generation limit or the budget is reached, the final selection (``search.final_top_k``)
+trains the best candidates and the CMA-ES mean again on fresh seeds that no generation used and
+chooses the best mean validation accuracy (``final.jsonl``, ``selection.json``); it resumes like
+a generation.
 """
 
 from __future__ import annotations
@@ -31,14 +38,18 @@ from pathlib import Path
 from taylorglo.search.backends import Backend, make_backend
 from taylorglo.search.config import ConfigError, ExperimentConfig
 from taylorglo.search.journal import ExperimentDir, fault_point
-from taylorglo.search.space import SearchSpace, check_invariant
+from taylorglo.search.space import LR_BOUND_PENALTY, candidate_invariant, push_scale
 from taylorglo.search.strategy import CMAStrategy
 
 __all__ = [
     "SearchResult",
     "TIMING_FIELDS",
+    "aggregate_candidates",
+    "chosen_candidate",
     "fitness_of",
+    "fresh_seeds",
     "generation_seed",
+    "generation_seeds",
     "init_experiment",
     "run_search",
 ]
@@ -51,11 +62,41 @@ TIMING_FIELDS = ("wall_time", "train_time", "worker", "finished_at")
 STRAGGLER_FACTOR = 3.0
 
 
-def generation_seed(seed: int, generation: int) -> int:
-    """The training seed shared by all candidates of a generation (a hash of seed and generation)."""
+# Seed streams of the fresh seeds (``fresh_seeds``): far above any generation number.
+FINAL_STREAM = 2**32 - 1
+TEST_STREAM = 2**32 - 2
+
+
+def _hash_seed(*entropy: int) -> int:
     import numpy as np
 
-    return int(np.random.SeedSequence([int(seed) % 2**32, int(generation)]).generate_state(1)[0] % 2**31)
+    return int(np.random.SeedSequence([int(v) % 2**32 for v in entropy]).generate_state(1)[0] % 2**31)
+
+
+def generation_seed(seed: int, generation: int) -> int:
+    """The first training seed shared by all candidates of a generation (a hash of seed and generation)."""
+    return _hash_seed(seed, generation)
+
+
+def generation_seeds(seed: int, generation: int, count: int) -> list[int]:
+    """The ``count`` training seeds of a generation; the first is ``generation_seed(seed, generation)``."""
+    return [generation_seed(seed, generation)] + [_hash_seed(seed, generation, r) for r in range(1, count)]
+
+
+def fresh_seeds(seed: int, count: int, stream: str = "final", *, avoid: set[int] | None = None) -> list[int]:
+    """``count`` seeds from a stream that no generation draws from (``"final"`` or ``"test"``).
+
+    ``avoid`` holds seeds already used (by the generations); a collision, however unlikely, is skipped.
+    """
+    tag = {"final": FINAL_STREAM, "test": TEST_STREAM}[stream]
+    out: list[int] = []
+    i = 0
+    while len(out) < count:
+        s = _hash_seed(seed, tag, i)
+        if s not in out and (avoid is None or s not in avoid):
+            out.append(s)
+        i += 1
+    return out
 
 
 def fitness_of(result: dict, penalty: float) -> float:
@@ -66,16 +107,69 @@ def fitness_of(result: dict, penalty: float) -> float:
     return float(penalty)
 
 
+def aggregate(values: list[float], mode: str) -> float:
+    """A candidate's fitness from its per-seed fitness values: their mean or the worst (largest)."""
+    return statistics.fmean(values) if mode == "mean" else max(values)
+
+
+def aggregate_candidates(records, mode: str = "mean") -> list[dict]:
+    """Journal records grouped into candidates, in (generation, index) order.
+
+    Each candidate: generation, index, vector, lr, seeds, the per-seed ``fitnesses``,
+    ``val_accuracies`` (None where not measured) and statuses, ``fitness`` (aggregated with
+    ``mode``), ``val_accuracy`` (mean over measured seeds, or None) and ``measured`` (every seed
+    measured).
+    """
+    groups: dict[tuple[int, int], dict[int, dict]] = {}
+    for rec in records:
+        key = (int(rec["generation"]), int(rec["index"]))
+        groups.setdefault(key, {}).setdefault(int(rec.get("replica", 0)), rec)
+    out = []
+    for (g, i), reps in sorted(groups.items()):
+        recs = [reps[r] for r in sorted(reps)]
+        accs = [r.get("val_accuracy") if r["status"] in MEASURED else None for r in recs]
+        measured = [a for a in accs if isinstance(a, (int, float))]
+        out.append(
+            {
+                "generation": g,
+                "index": i,
+                "vector": recs[0]["vector"],
+                "lr": recs[0].get("lr"),
+                "seeds": [r.get("seed") for r in recs],
+                "fitnesses": [r["fitness"] for r in recs],
+                "val_accuracies": accs,
+                "statuses": [r["status"] for r in recs],
+                "fitness": aggregate([r["fitness"] for r in recs], mode),
+                "val_accuracy": statistics.fmean(measured) if measured else None,
+                "measured": len(measured) == len(recs),
+                "violates_invariant": recs[0].get("violates_invariant"),
+            }
+        )
+    return out
+
+
+def chosen_candidate(exp: ExperimentDir, mode: str = "mean") -> dict | None:
+    """The loss a search settled on: the final selection's choice, else its best candidate."""
+    selection = exp.read_selection()
+    if selection is not None and selection.get("chosen"):
+        return dict(selection["chosen"], selection="final")
+    cands = aggregate_candidates(exp.evaluations(), mode)
+    if not cands:
+        return None
+    return dict(min(cands, key=lambda c: c["fitness"]), selection="search")
+
+
 @dataclasses.dataclass
 class SearchResult:
     """Where a search stands after ``run_search`` returns."""
 
     directory: Path
     generations: int  # completed (told) generations
-    evaluations: int  # journal records
+    evaluations: int  # journal records (one per candidate and seed)
     complete: bool
     stop_reason: str
-    best: dict | None  # the journal record with the lowest fitness
+    best: dict | None  # the candidate with the lowest aggregated fitness (see aggregate_candidates)
+    chosen: dict | None = None  # the final selection's choice (None without one)
 
 
 def init_experiment(directory, config: ExperimentConfig | dict) -> ExperimentDir:
@@ -89,8 +183,16 @@ def init_experiment(directory, config: ExperimentConfig | dict) -> ExperimentDir
     exp = ExperimentDir(directory)
     new = config.to_dict()
     if exp.exists():
-        old = exp.read_config()
-        mutable = {("search", "generations"), ("search", "max_evaluations")}
+        # fields added since the directory was written read as their defaults
+        old = ExperimentConfig.from_dict(exp.read_config(), validate_task=False).to_dict()
+        mutable = {
+            ("search", "generations"),
+            ("search", "max_evaluations"),
+            ("search", "final_top_k"),
+            ("search", "final_seeds"),
+            ("search", "baseline_lrs"),
+            ("search", "baseline_label_smoothing"),
+        }
         for section in ("task", "search"):
             keys = set(old.get(section, {})) | set(new[section])
             for key in sorted(keys):
@@ -102,7 +204,7 @@ def init_experiment(directory, config: ExperimentConfig | dict) -> ExperimentDir
                         f"{old.get(section, {}).get(key)!r}, not {new[section].get(key)!r}; "
                         "use another --dir for a different experiment"
                     )
-        if old != new:
+        if exp.read_config() != new:
             exp.write_config(new)
     else:
         exp.write_config(new)
@@ -145,10 +247,11 @@ def run_search(
     scalars = None
     try:
         exp.repair_journal()
-        space = SearchSpace(s.order, s.variables, s.space)
+        space = cfg.search_space()
         state = exp.read_state()
         if state is None:
-            strategy = CMAStrategy(space.start(s.start), s.sigma, s.population_size, s.seed)
+            start_lr = cfg.base_lr() if s.learning_rate == "searched" else None
+            strategy = CMAStrategy(space.start(s.start, start_lr), s.sigma, s.population_size, s.seed)
         else:
             strategy = CMAStrategy.loads(state)
         num_classes = cfg.inferred_num_classes() or 0
@@ -180,22 +283,33 @@ def run_search(
                 asked = CMAStrategy.loads(blob)
             t0 = time.perf_counter()
             records = exp.evaluations_of(g)
-            missing = [c for c in population["candidates"] if c["index"] not in records]
+            missing = [
+                (c, r)
+                for c in population["candidates"]
+                for r in range(len(_seeds_of(c)))
+                if (c["index"], r) not in records
+            ]
             if missing:
                 if backend is None:
                     backend = make_backend(cfg.execution, retries=s.retries)
                 _evaluate(exp, cfg, population, missing, records, backend, show)
             fault_point(f"before-tell:{g}")
-            fitness = [records[i]["fitness"] for i in range(s.population_size)]
+            fitness = [
+                aggregate([records[(c["index"], r)]["fitness"] for r in range(len(_seeds_of(c)))], s.fitness)
+                + LR_BOUND_PENALTY * space.bound_excess(c["coords"]) ** 2
+                for c in population["candidates"]
+            ]
             asked.tell(fitness)
             exp.write_state(asked.dumps())
             strategy = asked
-            summary = _summarize(g, records, strategy, time.perf_counter() - t0)
+            summary = _summarize(g, records, strategy, time.perf_counter() - t0, cfg)
             exp.write_summary(g, summary)
             line = (
                 f"generation {g}: best {summary['best_fitness']:.4f} median {summary['median_fitness']:.4f} "
                 f"sigma {summary['sigma']:.3g} failures {summary['failures']} "
-                f"time {summary['wall_time']:.1f}s"
+                + (f"lr {summary['lr']['median']:.3g} " if summary["lr"] else "")
+                + (f"scale {summary['scale']['median']:.3g} " if summary["scale"] else "")
+                + f"time {summary['wall_time']:.1f}s"
             )
             exp.append_search_log(line)
             if scalars is not None:
@@ -203,14 +317,16 @@ def run_search(
             if log is not None:
                 log(line)
             done_here += 1
-        best = None
-        count = 0
-        for rec in exp.evaluations():
-            count += 1
-            if best is None or rec["fitness"] < best["fitness"]:
-                best = rec
         complete = stop_reason.startswith(("generation limit", "evaluation budget"))
-        return SearchResult(exp.path, strategy.generation, count, complete, stop_reason, best)
+        records = list(exp.evaluations())
+        cands = aggregate_candidates(records, s.fitness)
+        best = min(cands, key=lambda c: c["fitness"]) if cands else None
+        chosen = None
+        if complete and s.final_top_k and cands:
+            if backend is None and not _selection_done(exp):
+                backend = make_backend(cfg.execution, retries=s.retries)
+            chosen = final_selection(exp, cfg, strategy, space, cands, backend, log=log)
+        return SearchResult(exp.path, strategy.generation, len(records), complete, stop_reason, best, chosen)
     finally:
         if scalars is not None:
             scalars.close()
@@ -219,23 +335,30 @@ def run_search(
         exp.release_lock()
 
 
-def _sample(
-    strategy: CMAStrategy, space: SearchSpace, cfg: ExperimentConfig, g: int, num_classes: int
-) -> dict:
+def _sample(strategy: CMAStrategy, space, cfg: ExperimentConfig, g: int, num_classes: int) -> dict:
     s = cfg.search
-    seed = generation_seed(s.seed, g)
+    seeds = generation_seeds(s.seed, g, s.seeds_per_candidate)
     candidates = []
     for i, coords in enumerate(strategy.ask()):
-        vector = space.to_vector(coords)
+        vector, lr = space.decode(coords)
         violates = None
         if s.invariant_action != "off":
-            violates = not check_invariant(vector, s.order, s.variables, num_classes, s.invariant_rule)
+            violates = not candidate_invariant(vector, s.order, s.variables, num_classes, s.invariant_rule)
         candidates.append(
-            {"index": i, "coords": coords, "vector": vector, "violates_invariant": violates, "seed": seed}
+            {
+                "index": i,
+                "coords": coords,
+                "vector": vector,
+                "lr": lr,
+                "violates_invariant": violates,
+                "seed": seeds[0],
+                "seeds": seeds,
+            }
         )
     return {
         "generation": g,
-        "seed": seed,
+        "seed": seeds[0],
+        "seeds": seeds,
         "space": s.space,
         "order": s.order,
         "variables": list(s.variables),
@@ -244,27 +367,73 @@ def _sample(
     }
 
 
-def _job(cfg: ExperimentConfig, population: dict, cand: dict, attempt: int) -> dict:
+def _seeds_of(cand: dict) -> list[int]:
+    """A stored candidate's training seeds (populations written before seeds per candidate had one)."""
+    return list(cand.get("seeds") or [cand["seed"]])
+
+
+def make_job(
+    cfg: ExperimentConfig,
+    *,
+    generation: int,
+    index: int,
+    seed: int,
+    vector=None,
+    lr: float | None = None,
+    loss: str | None = None,
+    attempt: int = 0,
+    replica: int = 0,
+    evaluate_test: bool = False,
+    task: dict | None = None,
+) -> dict:
+    """The job dict a backend's evaluator receives: one training of one loss on one seed.
+
+    ``lr`` replaces ``task.lr`` (a searched or tuned learning rate); ``loss`` (a trainer loss spec)
+    replaces the Taylor ``vector``.
+    """
+    task = dict(cfg.task if task is None else task)
+    if lr is not None:
+        task["lr"] = float(lr)
     return {
-        "generation": population["generation"],
-        "index": cand["index"],
+        "generation": generation,
+        "index": index,
+        "replica": replica,
         "attempt": attempt,
-        "vector": cand["vector"],
+        "vector": None if vector is None else list(vector),
+        "loss": loss,
         "order": cfg.search.order,
         "variables": list(cfg.search.variables),
-        "seed": cand["seed"],
-        "task": cfg.task,
+        "seed": int(seed),
+        "task": task,
         "evaluator": cfg.execution.evaluator,
         "options": cfg.execution.evaluator_options,
+        "evaluate_test": evaluate_test,
     }
 
 
-def _record(cfg: ExperimentConfig, cand: dict, generation: int, result: dict, attempts: int) -> dict:
+def _job(cfg: ExperimentConfig, population: dict, cand: dict, replica: int, attempt: int) -> dict:
+    return make_job(
+        cfg,
+        generation=population["generation"],
+        index=cand["index"],
+        replica=replica,
+        attempt=attempt,
+        seed=_seeds_of(cand)[replica],
+        vector=cand["vector"],
+        lr=cand.get("lr"),
+    )
+
+
+def _record(
+    cfg: ExperimentConfig, cand: dict, replica: int, generation: int, result: dict, attempts: int
+) -> dict:
     rec = {
         "generation": generation,
         "index": cand["index"],
-        "seed": cand["seed"],
+        "replica": replica,
+        "seed": _seeds_of(cand)[replica],
         "vector": cand["vector"],
+        "lr": cand.get("lr"),
         "violates_invariant": cand["violates_invariant"],
         "attempts": attempts,
         "status": str(result.get("status", "failed")),
@@ -292,97 +461,132 @@ def _evaluate(
     exp: ExperimentDir,
     cfg: ExperimentConfig,
     population: dict,
-    missing: list[dict],
-    records: dict[int, dict],
+    missing: list[tuple[dict, int]],
+    records: dict[tuple[int, int], dict],
     backend: Backend,
     show: bool,
 ) -> None:
     s = cfg.search
     g = population["generation"]
+    total = sum(len(_seeds_of(c)) for c in population["candidates"])
     bar = None
     if show:
         try:
             from tqdm import tqdm
 
-            bar = tqdm(
-                total=s.population_size,
-                initial=s.population_size - len(missing),
-                desc=f"generation {g}",
-                leave=False,
-            )
+            bar = tqdm(total=total, initial=total - len(missing), desc=f"generation {g}", leave=False)
         except ImportError:
             bar = None
 
-    def finish(cand: dict, result: dict, attempts: int) -> None:
-        rec = _record(cfg, cand, g, result, attempts)
+    def finish(cand: dict, replica: int, result: dict, attempts: int) -> None:
+        rec = _record(cfg, cand, replica, g, result, attempts)
         exp.append_evaluation(rec)  # the journal first: from here on the evaluation is never repeated
         fault_point(f"after-journal:{g}:{cand['index']}")
-        records[cand["index"]] = rec
+        records[(cand["index"], replica)] = rec
         if result.get("log"):
             exp.write_log(
                 g,
                 cand["index"],
                 (result.get("log") or "") + (f"\n{result['error']}\n" if result.get("error") else ""),
+                replica,
             )
         if bar is not None:
             bar.update(1)
 
-    # At most ``capacity`` jobs are out at once, the rest wait here in candidate order (retries
-    # first): the journal then follows the trainings closely, and an in-process backend trains
-    # exactly one candidate at a time.
-    queue: collections.deque[tuple[dict, int]] = collections.deque()
-    pending: dict[Future, tuple[dict, int]] = {}
-    for cand in missing:
+    def retry_log(cand: dict, replica: int, attempt: int, result: dict) -> None:
+        exp.write_log(
+            g,
+            cand["index"],
+            f"attempt {attempt} failed: {result.get('error')}\n{result.get('log') or ''}",
+            replica,
+        )
+
+    jobs = []
+    for cand, replica in missing:
         if s.invariant_action == "enforce" and cand["violates_invariant"]:
             finish(
                 cand,
+                replica,
                 {"status": "invariant", "error": f"violates the {s.invariant_rule} invariant; not trained"},
                 0,
             )
             continue
-        queue.append((cand, 0))
+        jobs.append(
+            ((cand, replica), lambda attempt, c=cand, r=replica: _job(cfg, population, c, r, attempt))
+        )
+    if bar is not None:
+        bar.refresh()
+    try:
+        run_jobs(
+            backend,
+            jobs,
+            retries=s.retries,
+            finish=lambda key, result, attempts: finish(key[0], key[1], result, attempts),
+            on_retry=lambda key, attempt, result: retry_log(key[0], key[1], attempt, result),
+            max_missing=s.max_missing * s.seeds_per_candidate,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def run_jobs(
+    backend: Backend,
+    jobs: list[tuple[object, Callable[[int], dict]]],
+    *,
+    retries: int,
+    finish: Callable[[object, dict, int], None],
+    on_retry: Callable[[object, int, dict], None] | None = None,
+    max_missing: int = 0,
+) -> None:
+    """Run ``jobs`` (key, make_job(attempt)) on ``backend``; ``finish(key, result, attempts)`` each.
+
+    At most ``backend.capacity`` jobs are out at once, the rest wait in order (retries first): the
+    journal then follows the trainings closely, and an in-process backend trains exactly one job
+    at a time. A failed job (raised, or its worker died) is retried ``retries`` times. With
+    ``max_missing`` > 0, up to that many stragglers still running when all others are in are
+    cancelled after ``STRAGGLER_FACTOR`` times the median duration and finished as ``missing``.
+    """
+    queue: collections.deque[tuple[int, int]] = collections.deque((pos, 0) for pos in range(len(jobs)))
+    pending: dict[Future, tuple[int, int]] = {}  # future -> (position in jobs, attempt)
     capacity = max(1, int(getattr(backend, "capacity", 1)))
     durations: list[float] = []
     started = time.monotonic()
     try:
         while pending or queue:
             while queue and len(pending) < capacity:
-                cand, attempt = queue.popleft()
-                pending[backend.submit(_job(cfg, population, cand, attempt))] = (cand, attempt)
+                pos, attempt = queue.popleft()
+                pending[backend.submit(jobs[pos][1](attempt))] = (pos, attempt)
             done, _ = wait(list(pending), timeout=1.0, return_when=FIRST_COMPLETED)
-            for fut in sorted(done, key=lambda f: pending[f][0]["index"]):
-                cand, attempt = pending.pop(fut)
+            for fut in sorted(done, key=lambda f: pending[f][0]):
+                pos, attempt = pending.pop(fut)
+                key = jobs[pos][0]
                 try:
                     result = fut.result()
                 except Exception as exc:  # the worker died or the trial timed out
                     result = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-                if result.get("status") == "failed" and attempt < s.retries:
-                    exp.write_log(
-                        g,
-                        cand["index"],
-                        f"attempt {attempt} failed: {result.get('error')}\n{result.get('log') or ''}",
-                    )
-                    queue.appendleft((cand, attempt + 1))
+                if result.get("status") == "failed" and attempt < retries:
+                    if on_retry is not None:
+                        on_retry(key, attempt, result)
+                    queue.appendleft((pos, attempt + 1))
                     continue
                 if isinstance(result.get("wall_time"), (int, float)):
                     durations.append(float(result["wall_time"]))
-                finish(cand, result, attempt + 1)
-            if not queue and 0 < len(pending) <= s.max_missing and durations:
+                finish(key, result, attempt + 1)
+            if not queue and 0 < len(pending) <= max_missing and durations:
                 grace = STRAGGLER_FACTOR * statistics.median(durations)
-                if time.monotonic() - started > grace + sum(durations) / max(1, backend.capacity):
-                    for fut, (cand, attempt) in list(pending.items()):
+                if time.monotonic() - started > grace + sum(durations) / capacity:
+                    for fut, (pos, attempt) in list(pending.items()):
                         backend.cancel(fut)
                         del pending[fut]
                         finish(
-                            cand,
+                            jobs[pos][0],
                             {"status": "missing", "error": "dropped as a straggler (search.max_missing)"},
                             attempt + 1,
                         )
     finally:
         for fut in pending:
             backend.cancel(fut)
-        if bar is not None:
-            bar.close()
 
 
 def _scalar_writer(directory: Path):
@@ -408,13 +612,52 @@ def _write_scalars(writer, summary: dict, records: dict[int, dict]) -> None:
     writer.flush()
 
 
-def _summarize(g: int, records: dict[int, dict], strategy: CMAStrategy, wall_time: float) -> dict:
-    recs = [records[i] for i in sorted(records)]
-    fit = [r["fitness"] for r in recs]
-    best = min(recs, key=lambda r: r["fitness"])
+def is_collapsed(record: dict, num_classes: int) -> bool:
+    """A training that ended at about chance accuracy (<= 1.5 / n) or was stopped below threshold."""
+    if record.get("status") == "below_threshold":
+        return True
+    acc = record.get("val_accuracy")
+    return (
+        record.get("status") in MEASURED
+        and isinstance(acc, (int, float))
+        and num_classes >= 2
+        and acc <= 1.5 / num_classes
+    )
+
+
+def _spread(values: list[float]) -> dict | None:
+    values = sorted(v for v in values if isinstance(v, (int, float)) and math.isfinite(v))
+    if not values:
+        return None
+    return {"min": values[0], "median": statistics.median(values), "max": values[-1]}
+
+
+def _summarize(
+    g: int,
+    records: dict[tuple[int, int], dict],
+    strategy: CMAStrategy,
+    wall_time: float,
+    cfg: ExperimentConfig,
+) -> dict:
+    """The generation's summary: fitness statistics over candidates, diagnostics of drift.
+
+    ``sigma`` is the step size after this generation's update (what the run log prints);
+    ``scale`` is the spread of the candidates' push relative to cross-entropy's (``push_scale``),
+    ``lr`` that of their learning rates (searched), ``failed_share``/``collapsed_share`` the
+    shares of trainings not measured / ended at chance accuracy.
+    """
+    s = cfg.search
+    recs = [records[k] for k in sorted(records)]
+    cands = aggregate_candidates(recs, s.fitness)
+    fit = [c["fitness"] for c in cands]
+    best = min(cands, key=lambda c: c["fitness"])
     statuses: dict[str, int] = {}
     for r in recs:
         statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+    n = cfg.inferred_num_classes() or 0
+    scales = []
+    if n >= 2:
+        scales = [push_scale(c["vector"], s.order, s.variables, n) for c in cands]
     return {
         "generation": g,
         "best_fitness": min(fit),
@@ -422,8 +665,190 @@ def _summarize(g: int, records: dict[int, dict], strategy: CMAStrategy, wall_tim
         "median_fitness": statistics.median(fit),
         "best_index": best["index"],
         "best_vector": best["vector"],
+        "best_lr": best["lr"],
         "failures": sum(1 for r in recs if r["status"] not in MEASURED),
+        "trainings": len(recs),
+        "failed_share": sum(1 for r in recs if r["status"] not in MEASURED) / len(recs),
+        "collapsed_share": sum(1 for r in recs if is_collapsed(r, n)) / len(recs),
         "statuses": statuses,
         "sigma": strategy.sigma,
+        "scale": _spread(scales),
+        "lr": _spread([c["lr"] for c in cands if c["lr"] is not None]),
+        "candidates": [
+            {"index": c["index"], "fitness": c["fitness"], "lr": c["lr"], "val_accuracy": c["val_accuracy"]}
+            for c in cands
+        ],
         "wall_time": wall_time,
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# Final selection: the best candidates and the CMA-ES mean on fresh seeds
+
+
+def _used_seeds(exp: ExperimentDir) -> set[int]:
+    return {int(r["seed"]) for r in exp.evaluations() if isinstance(r.get("seed"), int)}
+
+
+def _final_contenders(
+    exp: ExperimentDir, cfg: ExperimentConfig, strategy: CMAStrategy, space, cands: list[dict]
+) -> tuple[list[dict], list[int]]:
+    """(contenders, seeds) of the final selection: the top K measured candidates, the CMA-ES mean."""
+    s = cfg.search
+    stored = exp.read_selection()
+    if stored is not None and stored.get("contenders"):  # fixed once chosen: a resume trains the same
+        return stored["contenders"], stored["seeds"]
+    pool = sorted((c for c in cands if c["val_accuracy"] is not None), key=lambda c: c["fitness"])
+    contenders = []
+    seen = set()
+    for c in pool:
+        key = (tuple(c["vector"]), c["lr"])
+        if key in seen:
+            continue
+        seen.add(key)
+        contenders.append(
+            {
+                "id": f"g{c['generation']:04d}-c{c['index']:02d}",
+                "generation": c["generation"],
+                "index": c["index"],
+                "vector": c["vector"],
+                "lr": c["lr"],
+                "search_fitness": c["fitness"],
+            }
+        )
+        if len(contenders) == s.final_top_k:
+            break
+    vector, lr = space.decode(strategy.mean)
+    contenders.append(
+        {
+            "id": "mean",
+            "generation": strategy.generation,
+            "index": None,
+            "vector": vector,
+            "lr": lr,
+            "search_fitness": None,
+        }
+    )
+    seeds = fresh_seeds(s.seed, s.final_seeds, "final", avoid=_used_seeds(exp))
+    exp.write_selection({"contenders": contenders, "seeds": seeds, "chosen": None})
+    return contenders, seeds
+
+
+def _selection_done(exp: ExperimentDir) -> bool:
+    selection = exp.read_selection()
+    return selection is not None and bool(selection.get("chosen"))
+
+
+def final_selection(
+    exp: ExperimentDir,
+    cfg: ExperimentConfig,
+    strategy: CMAStrategy,
+    space,
+    cands: list[dict],
+    backend: Backend | None,
+    *,
+    log: Callable[[str], None] | None = print,
+) -> dict:
+    """Train the contenders on the fresh seeds (what ``final.jsonl`` lacks) and choose; resumable.
+
+    The contenders and seeds are fixed in ``selection.json`` before any training; each finished
+    training is appended to ``final.jsonl``; the choice (best mean validation accuracy, a failed
+    training counting as ``1 - search.penalty``) is written to ``selection.json`` with every
+    contender's per-seed numbers. Invariant violators under ``enforce`` are not trained.
+    """
+    s = cfg.search
+    if _selection_done(exp):
+        return exp.read_selection()["chosen"]
+    contenders, seeds = _final_contenders(exp, cfg, strategy, space, cands)
+    n = cfg.inferred_num_classes() or 0
+    have = {(r["id"], r["replica"]): r for r in exp.final_records()}
+
+    def finish(key, result: dict, attempts: int) -> None:
+        cand, r = key
+        rec = {
+            "id": cand["id"],
+            "replica": r,
+            "seed": seeds[r],
+            "vector": cand["vector"],
+            "lr": cand["lr"],
+            "attempts": attempts,
+            "status": str(result.get("status", "failed")),
+            "val_accuracy": _finite_or_none(result.get("val_accuracy")),
+            "error": result.get("error"),
+        }
+        rec["fitness"] = fitness_of(rec, s.penalty)
+        rec["finished_at"] = time.time()
+        exp.append_final(rec)
+        fault_point("after-final")
+        have[(cand["id"], r)] = rec
+
+    jobs = []
+    for cand in contenders:
+        rejected = (
+            s.invariant_action == "enforce"
+            and n >= 2
+            and not candidate_invariant(cand["vector"], s.order, s.variables, n, s.invariant_rule)
+        )
+        for r in range(len(seeds)):
+            if (cand["id"], r) in have:
+                continue
+            if rejected:
+                finish((cand, r), {"status": "invariant", "error": "violates the invariant; not trained"}, 0)
+                continue
+            jobs.append(
+                (
+                    (cand, r),
+                    lambda attempt, c=cand, r=r: make_job(
+                        cfg,
+                        generation=-1,
+                        index=0 if c["index"] is None else c["index"],
+                        replica=r,
+                        attempt=attempt,
+                        seed=seeds[r],
+                        vector=c["vector"],
+                        lr=c["lr"],
+                    ),
+                )
+            )
+    if jobs:
+        if log is not None:
+            log(
+                f"final selection: {len(contenders)} contenders x {len(seeds)} fresh seeds ({len(jobs)} trainings)"
+            )
+        run_jobs(backend, jobs, retries=s.retries, finish=finish)
+    table = []
+    for cand in contenders:
+        recs = [have[(cand["id"], r)] for r in range(len(seeds))]
+        accs = [r["val_accuracy"] if r["status"] in MEASURED else None for r in recs]
+        fits = [r["fitness"] for r in recs]
+        table.append(
+            dict(
+                cand,
+                val_accuracies=accs,
+                statuses=[r["status"] for r in recs],
+                mean_val_accuracy=1.0 - statistics.fmean(fits),
+                std_val_accuracy=statistics.stdev([1.0 - f for f in fits]) if len(fits) > 1 else 0.0,
+                failures=sum(1 for r in recs if r["status"] not in MEASURED),
+                collapses=sum(1 for r in recs if is_collapsed(r, n)),
+            )
+        )
+    best = max(table, key=lambda c: c["mean_val_accuracy"])  # the first of ties: the search's best
+    chosen = {k: best[k] for k in ("id", "generation", "index", "vector", "lr", "mean_val_accuracy")}
+    exp.write_selection({"contenders": contenders, "seeds": seeds, "table": table, "chosen": chosen})
+    if log is not None:
+        for c in table:
+            log(
+                f"  {c['id']}: val {c['mean_val_accuracy']:.4f} ± {c['std_val_accuracy']:.4f}"
+                + (f" lr {c['lr']:.4g}" if c["lr"] is not None else "")
+                + (f" ({c['failures']} failed)" if c["failures"] else "")
+            )
+        log(
+            f"chosen: {chosen['id']} (mean validation accuracy {chosen['mean_val_accuracy']:.4f} on {len(seeds)} fresh seeds)"
+        )
+    return chosen
+
+
+def _finite_or_none(value):
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    return None

@@ -19,7 +19,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["CMAStrategy"]
+__all__ = ["CMAStrategy", "import_cma"]
+
+
+def import_cma():
+    """``import cma`` without its warning about a missing matplotlib (plots are not used here)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*matplotlib.*")
+        import cma
+    return cma
 
 
 class CMAStrategy:
@@ -30,10 +38,21 @@ class CMAStrategy:
         sigma: the initial step size.
         population_size: candidates per ``ask``.
         seed: seeds the private RNG (and hence every sample).
+
+    pycma's own ``bounds`` option is deliberately not offered: with it, ``tell`` needs each asked
+    point's genotype from a dict keyed by Python's per-process string hash, so a strategy unpickled
+    in another process (a resumed search) would update differently from the live one. Bounded
+    coordinates are clipped by the caller instead (see ``taylorglo.search.space``).
     """
 
-    def __init__(self, x0: Sequence[float], sigma: float, population_size: int, seed: int):
-        import cma
+    def __init__(
+        self,
+        x0: Sequence[float],
+        sigma: float,
+        population_size: int,
+        seed: int,
+    ):
+        cma = import_cma()
 
         x0 = [float(v) for v in x0]
         if not x0:
@@ -112,7 +131,11 @@ class CMAStrategy:
                 raise ValueError(f"fitness of candidate {i} is {f}: map failures to a finite penalty first")
         with self._private_rng(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self._es.tell([np.asarray(s) for s in self._asked], values)
+            # check_points=False: pycma recognizes its own asked points through a dict keyed by
+            # Python's per-process string hash, so after unpickling in another process (a resumed
+            # search) it would take them for injected points and clip them; the asked points are
+            # exactly the sampled genotypes here, so no repair is ever needed.
+            self._es.tell([np.asarray(s) for s in self._asked], values, check_points=False)
         self._asked = None
         self.generation += 1
 

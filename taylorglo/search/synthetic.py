@@ -6,6 +6,12 @@ inert coefficient, like training) are compared on a grid of p in [0.05, 0.95] wi
 target (the order-k cross-entropy expansion, scaled by 1/2). ``val_accuracy = 0.1 + 0.9 exp(-err)``,
 so fitness ``1 - val_accuracy`` is in (0, 0.9], minimal at the target.
 
+Like real training, the learning rate multiplies the loss's scale: when the job's task has an
+``lr``, the candidate's curves are multiplied by ``lr / lr_ref`` (option ``lr_ref``, default 0.1)
+before the comparison. A job with a trainer loss spec instead of a vector (``cross-entropy``,
+``cross-entropy;label_smoothing=eps``) is scored as the full-scale order-k cross-entropy expansion (shrunk by
+``1 - eps``), so baselines are tuned against the same target.
+
 Options (``execution.evaluator_options``), for exercising failure paths:
     sleep: seconds to sleep per evaluation (or a list per candidate index);
     noise: add seed-dependent noise of this size to the accuracy;
@@ -39,13 +45,27 @@ def _curves(poly: TaylorPolynomial) -> list[float]:
     return d + [v - m for v in g0]
 
 
-def shape_error(vector, order: int, variables=("x", "y")) -> float:
-    """Mean squared distance of the candidate's gradient curves from the target's."""
+def shape_error(vector, order: int, variables=("x", "y"), gain: float = 1.0) -> float:
+    """Mean squared distance of the candidate's gradient curves (times ``gain``) from the target's."""
     poly = TaylorPolynomial(vector, order, variables)
     target = TaylorPolynomial.cross_entropy(order, variables=variables)
     target = TaylorPolynomial([0.5 * c for c in target.coefficients] + list(target.centers), order, variables)
     a, b = _curves(poly), _curves(target)
-    return sum((u - v) ** 2 for u, v in zip(a, b)) / len(a)
+    return sum((gain * u - v) ** 2 for u, v in zip(a, b)) / len(a)
+
+
+def _spec_vector(spec: str, order: int, variables) -> list[float]:
+    """The vector a trainer loss spec stands for here (cross-entropy, optionally label-smoothed)."""
+    head, *options = str(spec).split(";")
+    if head.strip() not in ("cross-entropy", "ce"):
+        raise ValueError(f"the synthetic evaluator scores cross-entropy specs only, not {spec!r}")
+    ce = TaylorPolynomial.cross_entropy(order, variables=variables)
+    shrink = 1.0
+    for opt in options:
+        key, _, value = opt.partition("=")
+        if key.strip() == "label_smoothing":
+            shrink = 1.0 - float(value)
+    return [shrink * c for c in ce.coefficients] + list(ce.centers)
 
 
 def _mark(options: dict, job: dict) -> None:
@@ -53,7 +73,8 @@ def _mark(options: dict, job: dict) -> None:
     if not mdir:
         return
     os.makedirs(mdir, exist_ok=True)
-    base = f"g{job['generation']}-c{job['index']}-a{job.get('attempt', 0)}"
+    gen = {-1: "final", -2: "baseline"}.get(int(job["generation"]), f"g{job['generation']}")
+    base = f"{gen}-c{job['index']}-r{job.get('replica', 0)}-a{job.get('attempt', 0)}"
     n = 0
     while True:
         try:
@@ -76,7 +97,11 @@ def evaluate(job: dict) -> dict:
         os._exit(17)
     if index in options.get("raise_on", []):
         raise RuntimeError(f"synthetic failure of candidate {index}")
-    err = shape_error(job["vector"], int(job["order"]), tuple(job["variables"]))
+    order, variables = int(job["order"]), tuple(job["variables"])
+    vector = job.get("vector") or _spec_vector(job["loss"], order, variables)
+    lr = (job.get("task") or {}).get("lr")
+    gain = 1.0 if lr is None else float(lr) / float(options.get("lr_ref", 0.1))
+    err = shape_error(vector, order, variables, gain)
     acc = 0.1 + 0.9 * math.exp(-min(err, 700.0))
     if options.get("noise"):
         acc += float(options["noise"]) * random.Random(int(job["seed"]) * 1000 + index).uniform(-1, 1)

@@ -34,7 +34,7 @@ def experiment(tmp_path_factory):
     d = tmp_path_factory.mktemp("exp") / "exp"
     cfg = {
         "task": {"dataset": "digits", "epochs": 3},
-        "search": {"order": 3, "population_size": 6, "generations": 3, "seed": 7},
+        "search": {"order": 3, "population_size": 6, "generations": 3, "seed": 7, "final_top_k": 0},
         "execution": {"backend": "inline", "evaluator": SYNTHETIC, "evaluator_options": {}},
     }
     result = run_search(d, cfg, progress=False, log=None)
@@ -43,7 +43,7 @@ def experiment(tmp_path_factory):
     # What `python -m taylorglo.search evaluate` writes (the synthetic evaluator cannot train
     # cross-entropy, so the records are written here, in the same format).
     (d / "evaluations").mkdir()
-    with open(d / "evaluations" / "best.jsonl", "w") as fh:
+    with open(d / "evaluations" / "chosen.jsonl", "w") as fh:
         for seed, acc in zip(seeds, (0.93, 0.95, 0.94)):
             fh.write(
                 json.dumps({"seed": seed, "spec": {"vector": best}, "status": "ok", "test_accuracy": acc})

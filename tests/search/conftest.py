@@ -20,7 +20,7 @@ def synthetic_config(**sections) -> dict:
     """A small synthetic-evaluator experiment; ``sections`` update search/execution/task keys."""
     cfg = {
         "task": {"dataset": "digits"},
-        "search": {"order": 3, "population_size": 6, "generations": 4, "seed": 7},
+        "search": {"order": 3, "population_size": 6, "generations": 4, "seed": 7, "final_top_k": 0},
         "execution": {"backend": "inline", "evaluator": SYNTHETIC, "evaluator_options": {}},
     }
     for section, values in sections.items():
@@ -37,7 +37,7 @@ def journal_without_timing(directory) -> list[dict]:
             for key in TIMING_FIELDS:
                 rec.pop(key, None)
             out.append(rec)
-    return sorted(out, key=lambda r: (r["generation"], r["index"]))
+    return sorted(out, key=lambda r: (r["generation"], r["index"], r.get("replica", 0)))
 
 
 def strategy_fingerprint(directory) -> tuple:

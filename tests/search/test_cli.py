@@ -62,7 +62,7 @@ def test_real_search_on_digits_and_every_command_on_its_directory(tmp_path):
 
     ttest = _cli(
         "ttest",
-        str(exp / "evaluations" / "best.jsonl"),
+        str(exp / "evaluations" / "chosen.jsonl"),
         str(exp / "evaluations" / "cross-entropy.jsonl"),
         cwd=tmp_path,
     )

@@ -52,7 +52,7 @@ def _trainings(marker_dir: Path) -> Counter:
     """How many times each (generation, index) finished training, over all processes."""
     count: Counter = Counter()
     for p in marker_dir.iterdir():
-        g, c, _a, _n = p.name.split("-")
+        g, c, _r, _a, _n = p.name.split("-")
         count[(int(g[1:]), int(c[1:]))] += 1
     return count
 
