@@ -1,20 +1,32 @@
 """taylorglo.search: a resumable CMA-ES search for Taylor losses (``python -m taylorglo.search``).
 
-Layout: ``config`` (the experiment file), ``space`` (canonical or original coordinates),
+Layout: ``config`` (the experiment file), ``space`` (canonical, normalized or original
+coordinates, and a searched learning rate),
 ``strategy`` (pycma behind ask/tell with its own RNG), ``journal`` (the experiment directory, the
 on-disk truth), ``backends`` (local worker processes, Ray), ``worker``/``evaluate`` (one job),
-``runner`` (the loop), ``analysis`` (status, tables, plots, one-shot runs, t-tests), ``synthetic``
-(cheap evaluators for tests and benchmarks).
+``runner`` (the loop, seeds per candidate, the final selection), ``baselines`` (arms tuned on one
+learning-rate grid), ``analysis`` (status, tables, plots, one-shot runs), ``stats`` (Welch,
+Mann-Whitney, effect size), ``synthetic`` (cheap evaluators for tests and benchmarks).
 
     from taylorglo.search import run_search, ExperimentConfig
     result = run_search("runs/exp1", {"task": {"dataset": "digits"}, "search": {"generations": 5}})
 """
 
 from taylorglo.search.backends import Backend, LocalBackend, RayBackend, make_backend
+from taylorglo.search.baselines import run_baselines, tune_arms
 from taylorglo.search.config import ConfigError, ExecutionConfig, ExperimentConfig, SearchConfig, load_config
 from taylorglo.search.journal import ExperimentDir, ExperimentLocked
-from taylorglo.search.runner import SearchResult, generation_seed, init_experiment, run_search
+from taylorglo.search.runner import (
+    SearchResult,
+    aggregate_candidates,
+    chosen_candidate,
+    fresh_seeds,
+    generation_seed,
+    init_experiment,
+    run_search,
+)
 from taylorglo.search.space import SearchSpace
+from taylorglo.search.stats import compare_arms, welch_ttest
 from taylorglo.search.strategy import CMAStrategy
 
 __all__ = [
@@ -30,9 +42,16 @@ __all__ = [
     "SearchConfig",
     "SearchResult",
     "SearchSpace",
+    "aggregate_candidates",
+    "chosen_candidate",
+    "compare_arms",
+    "fresh_seeds",
     "generation_seed",
     "init_experiment",
     "load_config",
     "make_backend",
+    "run_baselines",
     "run_search",
+    "tune_arms",
+    "welch_ttest",
 ]

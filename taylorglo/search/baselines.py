@@ -35,7 +35,7 @@ from taylorglo.search.runner import (
 )
 from taylorglo.search.stats import compare_arms
 
-__all__ = ["baseline_arms", "baseline_seeds", "run_baselines", "summarize_baselines"]
+__all__ = ["baseline_arms", "baseline_seeds", "run_baselines", "summarize_baselines", "tune_arms"]
 
 
 def baseline_arms(cfg: ExperimentConfig, chosen: dict | None) -> dict[str, dict]:
@@ -71,17 +71,47 @@ def run_baselines(
         lrs: the learning-rate grid; None = ``ExperimentConfig.baseline_grid()``.
         backend: an evaluation backend (not shut down here); None = the configured one.
     """
-    from taylorglo.search.backends import make_backend
-
     exp = ExperimentDir(directory)
     if not exp.exists():
         raise FileNotFoundError(f"{exp.path} is not an experiment directory (no config.json)")
     cfg = ExperimentConfig.from_dict(exp.read_config(), validate_task=False)
-    s = cfg.search
-    chosen = chosen_candidate(exp, s.fitness)
+    chosen = chosen_candidate(exp, cfg.search.fitness)
     arms = baseline_arms(cfg, chosen)
     grid = sorted(float(v) for v in (lrs or cfg.baseline_grid()))
     seeds = baseline_seeds(exp, cfg)
+    table = tune_arms(directory, arms, grid, seeds, backend=backend, log=log)
+    summary = summarize_baselines(table, grid, seeds, chosen)
+    exp.write_baselines(summary)
+    return summary
+
+
+def tune_arms(
+    directory,
+    arms: dict[str, dict],
+    grid: list[float],
+    seeds: list[int],
+    *,
+    backend=None,
+    log: Callable[[str], None] | None = print,
+) -> dict[str, dict]:
+    """Train every arm at every learning rate of ``grid`` on every seed (what is missing), validation only.
+
+    Args:
+        directory: an experiment directory; its task is trained and ``baselines.jsonl`` journals
+            each finished training (fsynced), keyed by (arm, spec, lr, seed), so a killed run
+            resumes with what is missing and an arm whose spec changed is trained anew.
+        arms: name -> {"loss": trainer loss spec} or {"vector": Taylor parameter vector}.
+    Returns name -> {"spec", "cells": {repr(lr): cell}, "best": the cell with the best mean
+    validation accuracy, or None}; a cell holds n, mean/std validation accuracy (a failed training
+    counts as ``1 - search.penalty``), failures, the per-seed accuracies in seed order and lr.
+    """
+    from taylorglo.search.backends import make_backend
+
+    exp = ExperimentDir(directory)
+    cfg = ExperimentConfig.from_dict(exp.read_config(), validate_task=False)
+    s = cfg.search
+    grid = [float(v) for v in grid]
+    seeds = [int(v) for v in seeds]
     have = {
         (r["arm"], r["lr"], r["seed"]) for r in exp.baseline_records() if r.get("spec") == arms.get(r["arm"])
     }
@@ -135,7 +165,7 @@ def run_baselines(
     if jobs:
         if log is not None:
             log(
-                f"baselines: {len(arms)} arms x {len(grid)} learning rates x {len(seeds)} seeds "
+                f"tuning: {len(arms)} arms x {len(grid)} learning rates x {len(seeds)} seeds "
                 f"({len(jobs)} trainings to run)"
             )
         own = backend is None
@@ -146,9 +176,20 @@ def run_baselines(
         finally:
             if own:
                 backend.shutdown()
-    summary = summarize_baselines(exp, cfg, arms, grid, seeds, chosen)
-    exp.write_baselines(summary)
-    return summary
+    by_key = {}
+    for rec in exp.baseline_records():
+        if rec.get("spec") == arms.get(rec["arm"]):
+            by_key.setdefault((rec["arm"], rec["lr"], rec["seed"]), rec)
+    table: dict[str, dict] = {}
+    for arm in arms:
+        cells = {}
+        for lr in grid:
+            recs = [by_key[(arm, lr, seed)] for seed in seeds if (arm, lr, seed) in by_key]
+            if len(recs) == len(seeds):
+                cells[repr(lr)] = dict(_cell(recs), lr=lr)
+        best = max(cells.values(), key=lambda c: c["mean_val_accuracy"]) if cells else None
+        table[arm] = {"spec": arms[arm], "cells": cells, "best": best}
+    return table
 
 
 def _cell(recs: list[dict]) -> dict:
@@ -163,27 +204,9 @@ def _cell(recs: list[dict]) -> dict:
 
 
 def summarize_baselines(
-    exp: ExperimentDir,
-    cfg: ExperimentConfig,
-    arms: dict[str, dict],
-    grid: list[float],
-    seeds: list[int],
-    chosen: dict | None,
+    table: dict[str, dict], grid: list[float], seeds: list[int], chosen: dict | None
 ) -> dict:
-    """Each (arm, lr) cell, each arm's best lr, the best tuned baseline and the chosen loss against it."""
-    by_key = {}
-    for rec in exp.baseline_records():
-        if rec.get("spec") == arms.get(rec["arm"]):
-            by_key.setdefault((rec["arm"], rec["lr"], rec["seed"]), rec)
-    table: dict[str, dict] = {}
-    for arm in arms:
-        cells = {}
-        for lr in grid:
-            recs = [by_key[(arm, lr, seed)] for seed in seeds if (arm, lr, seed) in by_key]
-            if len(recs) == len(seeds):
-                cells[repr(lr)] = dict(_cell(recs), lr=lr)
-        best = max(cells.values(), key=lambda c: c["mean_val_accuracy"]) if cells else None
-        table[arm] = {"spec": arms[arm], "cells": cells, "best": best}
+    """The tuning table, the best tuned baseline (not ``chosen``) and the chosen loss against it."""
     complete = all(len(t["cells"]) == len(grid) for t in table.values())
     baselines = [a for a in table if a != "chosen" and table[a]["best"] is not None]
     best_baseline = max(baselines, key=lambda a: table[a]["best"]["mean_val_accuracy"]) if baselines else None
@@ -200,7 +223,7 @@ def summarize_baselines(
         b = table[best_baseline]["best"]
         out["best_baseline"] = {
             "arm": best_baseline,
-            "spec": arms[best_baseline],
+            "spec": table[best_baseline]["spec"],
             "lr": b["lr"],
             "mean_val_accuracy": b["mean_val_accuracy"],
         }
