@@ -82,8 +82,10 @@ class SearchConfig:
             ``"normalized"`` (canonical with the loss's overall scale taken out, see
             ``taylorglo.search.space``) or ``"original"`` (the full parameter vector). Candidates
             are stored in the original layout.
-        normalization: how the ``normalized`` space takes the scale out: ``"push"`` (the push on
-            the true logit at the uniform prediction equals cross-entropy's) or ``"norm"``.
+        normalization: how the ``normalized`` space takes the scale out: ``"norm"`` (the push curve
+            over p in [0, 1] has cross-entropy's norm; the default, measured to keep sigma bounded)
+            or ``"push"`` (the push on the true logit at the uniform prediction equals
+            cross-entropy's; the gradient invariant then holds by construction).
         seeds_per_candidate: S, the trainings per candidate. All candidates of a generation train
             on the same S seeds (common random numbers); the journal holds one record per
             (candidate, seed).
@@ -117,7 +119,7 @@ class SearchConfig:
     max_evaluations: int = 0
     seed: int = 0
     space: str = "canonical"
-    normalization: str = "push"
+    normalization: str = "norm"
     seeds_per_candidate: int = 1
     fitness: str = "mean"
     learning_rate: str = "fixed"
@@ -178,8 +180,11 @@ class ExperimentConfig:
             raise ConfigError(f"the config must be a table/object, got {type(data).__name__}")
         unknown = set(data) - {"task", "search", "execution"}
         if unknown:
+            name = sorted(map(str, unknown))[0]
+            close = difflib.get_close_matches(name, ["task", "search", "execution"], n=1)
+            hint = f"did you mean [{close[0]}]? " if close else ""
             raise ConfigError(
-                f"unknown section {sorted(unknown)[0]!r}: the sections are 'task', 'search', 'execution'"
+                f"unknown section {name!r}: {hint}the sections are 'task', 'search', 'execution'"
             )
         task = data.get("task", {})
         if not isinstance(task, Mapping):
@@ -279,9 +284,11 @@ class ExperimentConfig:
             )
         if s.retries < 0:
             raise bad("search.retries", s.retries, "0 or more")
-        if not math.isfinite(s.penalty):
+        if not (math.isfinite(s.penalty) and 0 <= s.penalty <= 1e6):
             raise bad(
-                "search.penalty", s.penalty, "a finite number (fitness is 1 - accuracy; 1.0 is the worst)"
+                "search.penalty",
+                s.penalty,
+                "a number from 0 to 1e6 (fitness is 1 - accuracy; 1.0 is the worst)",
             )
         if e.backend not in ("local", "ray", "inline"):
             raise bad(
@@ -299,6 +306,11 @@ class ExperimentConfig:
             raise bad("execution.evaluator", e.evaluator, '"module.path:function"')
         if not (math.isfinite(e.trial_timeout) and e.trial_timeout >= 0):
             raise bad("execution.trial_timeout", e.trial_timeout, "0 (none) or seconds")
+        for name, value in _leaves(self.to_dict()):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise bad(name, value, "a finite number (config.json and the journal cannot store it)")
+        if validate_task and e.evaluator == DEFAULT_EVALUATOR:
+            self.validate_task()  # first: an unknown dataset is named as such, not as a class count
         if s.invariant_action != "off" and s.num_classes == 0 and self.inferred_num_classes() is None:
             raise ConfigError(
                 f"search.num_classes is needed for the invariant check: task.dataset = "
@@ -314,8 +326,6 @@ class ExperimentConfig:
             self.search_space()
         except ValueError as exc:
             raise ConfigError(f"search.space = {s.space!r} with search.order = {s.order}: {exc}") from None
-        if validate_task and e.evaluator == DEFAULT_EVALUATOR:
-            self.validate_task()
 
     def search_space(self):
         """The ``SearchSpace`` of this experiment (CMA-ES coordinates <-> vector and learning rate)."""
@@ -351,15 +361,84 @@ class ExperimentConfig:
         return [base * f for f in (0.25, 0.5, 1.0, 2.0, 4.0)]
 
     def validate_task(self) -> None:
-        """Check ``task`` against ``taylorglo.train.TrainConfig`` (when the trainer is importable)."""
+        """Check ``task`` against ``taylorglo.train.TrainConfig`` and the trainer's dataset names
+        (when the trainer is importable); cheap, nothing is loaded or built (see ``check_task``)."""
         try:
             from taylorglo.train import TrainConfig
+            from taylorglo.train.data import dataset_info
         except ImportError:  # the trainer is not installed (e.g. a synthetic evaluator only)
             return
         try:
-            TrainConfig.from_dict(self.task)
+            task = TrainConfig.from_dict(self.task)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"task: {exc}") from None
+        try:
+            dataset_info(task.dataset)
+        except ValueError as exc:
+            raise ConfigError(f"task.dataset: {exc}") from None
+
+    def check_task(self) -> None:
+        """Refuse a task the trainer cannot run, once, before any candidate is sampled.
+
+        Only with the default evaluator (any other ``execution.evaluator`` scores jobs its own way
+        and skips this). After ``validate_task``: reads the dataset's metadata, builds
+        ``task.model`` for it and passes a batch of two zero inputs of the dataset's shape through
+        it (in eval mode, without gradients, the caller's random state untouched); with the
+        ``local`` and ``inline`` backends, which train on this machine, it also loads the dataset
+        as the trainer does (from ``task.data_root``, downloading it when ``task.download``
+        allows; the copy stays in this process's dataset cache). Raises ConfigError naming the
+        field for an unknown dataset, a dataset that is not available, ``search.num_classes``
+        other than the dataset's, an unknown model, ``task.model_kwargs`` the model does not take,
+        and a model that does not take the dataset's input or does not give one output per class.
+        """
+        if self.execution.evaluator != DEFAULT_EVALUATOR:
+            return
+        self.validate_task()
+        import torch
+
+        from taylorglo.train import TrainConfig
+        from taylorglo.train.data import DatasetUnavailableError, dataset_info, load_dataset
+        from taylorglo.train.models import create_model
+
+        task = TrainConfig.from_dict(self.task)
+        info = dataset_info(task.dataset)
+        n = self.search.num_classes
+        if n and n != info.num_classes:
+            raise ConfigError(
+                f"search.num_classes = {n} is invalid: task.dataset = {task.dataset!r} has "
+                f"{info.num_classes} classes (0 infers it)"
+            )
+        if self.execution.backend in ("local", "inline"):
+            try:
+                load_dataset(task.dataset, task.data_root, task.download)
+            except DatasetUnavailableError as exc:
+                raise ConfigError(
+                    f"task.dataset = {task.dataset!r} is not available: {_first_line(exc)}"
+                ) from None
+        kwargs = f" with task.model_kwargs = {task.model_kwargs!r}" if task.model_kwargs else ""
+        with torch.random.fork_rng(devices=[]):
+            try:
+                model = create_model(task.model, info.num_classes, info.in_chans, **task.model_kwargs)
+            except Exception as exc:  # noqa: BLE001 - whatever timm raises, the model cannot be built
+                raise ConfigError(
+                    f"task.model = {task.model!r} cannot be built{kwargs}: {_first_line(exc)}"
+                ) from None
+            x = torch.zeros((2, info.in_chans, *info.image_size))
+            model.eval()
+            try:
+                with torch.no_grad():
+                    out = model(x)
+            except Exception as exc:  # noqa: BLE001 - any error means the model does not fit the input
+                raise ConfigError(
+                    f"task.model = {task.model!r} does not take task.dataset = {task.dataset!r}'s input "
+                    f"(a batch of shape {tuple(x.shape)}): {_first_line(exc)}"
+                ) from None
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, info.num_classes):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ConfigError(
+                f"task.model = {task.model!r} gives outputs of shape {shape} for a batch of 2 from "
+                f"task.dataset = {task.dataset!r}, not (2, {info.num_classes}): one logit per class"
+            )
 
     def inferred_num_classes(self) -> int | None:
         """``search.num_classes``, else the class count of ``task.dataset`` (None when unknown)."""
@@ -372,6 +451,21 @@ class ExperimentConfig:
             return int(dataset_info(name).num_classes)
         except (ImportError, ValueError):
             return NUM_CLASSES.get(name.lower())
+
+
+def _leaves(value: Any, name: str = "") -> list[tuple[str, Any]]:
+    """(``section.key[.subkey|[i]]``, value) of every scalar inside a config dict."""
+    if isinstance(value, Mapping):
+        return [leaf for k, v in value.items() for leaf in _leaves(v, f"{name}.{k}" if name else str(k))]
+    if isinstance(value, (list, tuple)):
+        return [leaf for i, v in enumerate(value) for leaf in _leaves(v, f"{name}[{i}]")]
+    return [(name, value)]
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception as one line: its message's first line, with the type unless it is a ValueError."""
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return text if type(exc) is ValueError else f"{type(exc).__name__}: {text}"
 
 
 def _build_section(cls: type, section: str, values: Any) -> Any:
@@ -536,10 +630,10 @@ def default_experiment() -> dict:
             "seed": 0,
             "space": "normalized",
             "learning_rate": "searched",
-            "lr_bounds": [0.005, 0.16],
+            "lr_bounds": [0.01, 0.32],
             "final_top_k": 2,
             "final_seeds": 3,
-            "baseline_lrs": [0.01, 0.02, 0.04, 0.08],
+            "baseline_lrs": [0.02, 0.05, 0.1, 0.2],
             "baseline_label_smoothing": [0.1],
         },
         "execution": {"backend": "local"},

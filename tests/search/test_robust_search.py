@@ -28,7 +28,7 @@ from taylorglo.search.space import SearchSpace, push_scale
     [(3, ("x", "y"), 10), (4, ("x", "y"), 10), (3, ("x", "y", "t"), 10), (5, ("x", "y"), 100)],
 )
 def test_normalized_push_space_reproduces_cross_entropys_push_at_the_uniform_prediction(order, variables, n):
-    space = SearchSpace(order, variables, "normalized", num_classes=n)
+    space = SearchSpace(order, variables, "normalized", num_classes=n, normalization="push")
     assert space.dimension == canonical_dimension(order, variables) - 1
     rng = random.Random(order * 100 + n)
     for _ in range(20):
@@ -45,7 +45,7 @@ def test_normalized_push_space_reproduces_cross_entropys_push_at_the_uniform_pre
 
 
 def test_normalized_space_has_no_direction_that_only_rescales_the_loss():
-    space = SearchSpace(3, ("x", "y"), "normalized", num_classes=10)
+    space = SearchSpace(3, ("x", "y"), "normalized", num_classes=10, normalization="push")
     ce = TaylorPolynomial.cross_entropy(3)
     start = space.start("cross-entropy")
     vec = space.to_vector(start)
@@ -56,15 +56,23 @@ def test_normalized_space_has_no_direction_that_only_rescales_the_loss():
     assert push_scale(ce.vector, 3, ("x", "y"), 10) != pytest.approx(1.0)
 
 
-def test_norm_normalization_makes_the_radial_direction_inert():
+def test_norm_normalization_makes_the_radial_direction_inert_and_matches_cross_entropys_norm():
     space = SearchSpace(3, ("x", "y"), "normalized", num_classes=10, normalization="norm")
     assert space.dimension == canonical_dimension(3)
     coords = [0.7, -1.3, 2.0, 0.4]
-    assert space.to_vector(coords) == pytest.approx(space.to_vector([5 * c for c in coords]))
+    vector = space.to_vector(coords)
+    assert vector == pytest.approx(space.to_vector([5 * c for c in coords]))
+    poly = TaylorPolynomial(vector, 3)
+    grid = [(i + 0.5) / 64 for i in range(64)]
+    push = [p * (1 - p) * (poly.derivative_y(1.0, p) - poly.derivative_y(0.0, p)) for p in grid]
+    ce = [1 - p for p in grid]  # cross-entropy: g = x / y, so p (1 - p) / p
+    assert math.fsum(v * v for v in push) == pytest.approx(math.fsum(v * v for v in ce), rel=1e-9)
 
 
 def test_searched_learning_rate_is_a_bounded_log_coordinate():
-    space = SearchSpace(3, ("x", "y"), "normalized", num_classes=10, lr_bounds=(0.05, 1.6))
+    space = SearchSpace(
+        3, ("x", "y"), "normalized", num_classes=10, normalization="push", lr_bounds=(0.05, 1.6)
+    )
     assert space.dimension == canonical_dimension(3)  # 4 - 1 + 1
     assert space.learning_rate(space.start("zeros", 0.2)) == pytest.approx(0.2)
     assert space.learning_rate(space.start("zeros", 50.0)) == pytest.approx(1.6)  # clipped
@@ -271,7 +279,7 @@ def test_one_real_generation_on_digits_for_each_polynomial_and_space(tmp_path, s
         ({"sigma": 1e308}, "search.sigma"),
         ({"order": 4, "invariant_rule": "original"}, "search.invariant_rule"),
         ({"variables": ["x", "y", "t"], "invariant_rule": "original"}, "search.invariant_rule"),
-        ({"order": 2, "space": "normalized"}, "search.space"),
+        ({"order": 2, "space": "normalized", "normalization": "push"}, "search.space"),
         ({"order": 1}, "search.space"),
     ],
 )
