@@ -93,14 +93,24 @@ def power_basis(
     return torch.einsum("n,nr,ns->rs", coefs, px, py)
 
 
-@lru_cache(maxsize=256)
-def _smoothing_matrix(order: int, eps: float, num_classes: int) -> list[list[float]]:
+def _make_smoothing_matrix(order: int, eps: float, num_classes: int) -> list[list[float]]:
     """M[a][i]: x^i with x -> (1 - eps) x + eps / C, expanded: (..)^i = sum_a M[a][i] x^a."""
     s, u = 1.0 - eps, eps / num_classes
     return [
         [math.comb(i, a) * s**a * u ** (i - a) if a <= i else 0.0 for i in range(order + 1)]
         for a in range(order + 1)
     ]
+
+
+_cached_smoothing_matrix = lru_cache(maxsize=256)(_make_smoothing_matrix)
+
+
+def _smoothing_matrix(order: int, eps: float, num_classes: int) -> list[list[float]]:
+    # Dynamo is never asked to trace the cache (it warns when it is): under torch.compile the matrix
+    # becomes a graph constant; in eager mode it is cached.
+    if _is_compiling():
+        return _make_smoothing_matrix(order, eps, num_classes)
+    return _cached_smoothing_matrix(order, eps, num_classes)
 
 
 def _check_inputs(logits: torch.Tensor, target: torch.Tensor, reduction: str, label_smoothing: float) -> bool:

@@ -53,16 +53,15 @@ def validate_variables(variables: Sequence[str]) -> tuple[str, ...]:
     return variables
 
 
-@cache
 def _exponents(order: int, variables: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
-    y_axis = variables.index("y")
-    return tuple(
-        e
-        # base-(k+1), first variable most significant; positional ranges, not repeat=, which
-        # torch 2.4's Dynamo cannot trace
-        for e in itertools.product(*[range(order + 1)] * len(variables))
-        if sum(e) <= order and e[y_axis] > 0
-    )
+    # The tuples e with sum(e) <= order and e_y > 0 in base-(k+1) order, first variable most
+    # significant: lexicographic, as extending the prefixes one variable at a time gives them.
+    # Not cached: the loss calls this under torch.compile, where Dynamo warns about traced caches.
+    exps: list[tuple[int, ...]] = [()]
+    for v in variables:
+        low = 1 if v == "y" else 0
+        exps = [e + (p,) for e in exps for p in range(low, order + 1 - sum(e))]
+    return tuple(exps)
 
 
 def _check_order(order: int) -> int:
@@ -86,7 +85,9 @@ def parameter_count(order: int, variables: Sequence[str] = ("x", "y")) -> int:
     ``(x, y)``: k(k+1)/2 + 2 (k=3: 8). ``(x, y, t)``: C(k+3,3) - C(k+2,2) + 3 (k=3: 13).
     """
     variables = validate_variables(variables)
-    return len(_exponents(_check_order(order), variables)) + len(variables)
+    k, n = _check_order(order), len(variables)
+    # tuples of n exponents with sum <= k, less those with e_y = 0 (n - 1 exponents with sum <= k)
+    return math.comb(k + n, n) - math.comb(k + n - 1, n - 1) + n
 
 
 def infer_order(length: int, variables: Sequence[str] = ("x", "y")) -> int:

@@ -6,6 +6,7 @@ package's reference), so that they pin the mathematics independently of the loss
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import re
@@ -22,6 +23,7 @@ from taylorglo.polynomial import (
     canonical_dimension,
     check_invariant,
     from_canonical,
+    infer_order,
     invariant_margin,
     monomial_exponents,
     parameter_count,
@@ -126,6 +128,22 @@ def measured_rank(order: int, variables, labels: str, seed: int = 0) -> int:
     singular = torch.linalg.svdvals(torch.cat(blocks))
     # Real directions give singular values >= 1e-6 here, null ones <= 1e-15: a wide gap.
     return int((singular > 1e-10).sum())
+
+
+# ------------------------------------------------------------------------------------------------
+# Layout
+
+
+@pytest.mark.parametrize("variables", [XY, XYT])
+def test_exponents_and_parameter_count_follow_the_layout_definition(variables):
+    # The definition: all exponent tuples read as base-(k+1) numbers (first variable most
+    # significant), kept when their total degree is <= k and the y-exponent > 0.
+    for order in range(1, 13):
+        digits = [range(order + 1)] * len(variables)
+        expected = [e for e in itertools.product(*digits) if sum(e) <= order and e[1] > 0]
+        assert monomial_exponents(order, variables) == expected
+        assert parameter_count(order, variables) == len(expected) + len(variables)
+        assert infer_order(len(expected) + len(variables), variables) == order
 
 
 # ------------------------------------------------------------------------------------------------
