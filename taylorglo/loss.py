@@ -113,6 +113,15 @@ def _smoothing_matrix(order: int, eps: float, num_classes: int) -> list[list[flo
     return _cached_smoothing_matrix(order, eps, num_classes)
 
 
+def _refuse_string(params: object) -> None:
+    if isinstance(params, str):
+        raise TypeError(
+            f"params must be numbers (a sequence, a tensor or a TaylorPolynomial), got the string {params!r}; "
+            "split it first, e.g. [float(v) for v in text.split(',')], or use TaylorLoss.from_preset(name) "
+            "for a named preset"
+        )
+
+
 def _check_inputs(logits: torch.Tensor, target: torch.Tensor, reduction: str, label_smoothing: float) -> bool:
     if not isinstance(logits, torch.Tensor) or not isinstance(target, torch.Tensor):
         raise TypeError(
@@ -126,6 +135,10 @@ def _check_inputs(logits: torch.Tensor, target: torch.Tensor, reduction: str, la
         raise TypeError(f"logits must be a floating-point tensor, got {logits.dtype}")
     if logits.dim() < 2:
         raise ValueError(f"logits must have shape (N, C) or (N, C, d1, ...), got {tuple(logits.shape)}")
+    if logits.shape[1] == 0:
+        raise ValueError(
+            f"logits of shape {tuple(logits.shape)} have 0 classes (dim 1); the loss needs at least 1 class"
+        )
     if target.is_floating_point():
         if target.shape != logits.shape:
             raise ValueError(
@@ -226,6 +239,7 @@ def taylor_loss(
     hard = _check_inputs(logits, target, reduction, label_smoothing)
     acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
     if not isinstance(params, torch.Tensor):
+        _refuse_string(params)
         params = torch.tensor([float(v) for v in params], dtype=acc, device=logits.device)
     if params.dim() != 1:
         raise ValueError(f"params must be a 1-d vector, got shape {tuple(params.shape)}")
@@ -363,6 +377,7 @@ class TaylorLoss(nn.Module):
         if isinstance(params, torch.Tensor):
             tensor = params if params.is_floating_point() else params.double()
         else:
+            _refuse_string(params)
             tensor = torch.tensor([float(v) for v in params], dtype=torch.float64)
         if tensor.dim() != 1:
             raise ValueError(f"params must be a 1-d vector, got shape {tuple(tensor.shape)}")

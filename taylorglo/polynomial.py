@@ -119,6 +119,11 @@ class TaylorPolynomial:
         self, params: Sequence[float], order: int | None = None, variables: Sequence[str] = ("x", "y")
     ):
         self.variables = validate_variables(variables)
+        if isinstance(params, str):
+            raise TypeError(
+                f"params must be a sequence of numbers, got the string {params!r}; "
+                "split it first, e.g. [float(v) for v in text.split(',')]"
+            )
         values = [float(v) for v in params]
         if order is None:
             order = infer_order(len(values), self.variables)
