@@ -159,6 +159,7 @@ class CMAStrategy:
 
     @staticmethod
     def loads(data: bytes) -> CMAStrategy:
+        import_cma()  # unpickling imports cma; first through import_cma, without its warning
         obj = pickle.loads(data)
         if not isinstance(obj, CMAStrategy):
             raise ValueError(f"not a pickled CMAStrategy: {type(obj).__name__}")
