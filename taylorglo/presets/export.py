@@ -29,6 +29,7 @@ import math
 import platform
 import re
 import statistics
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -686,6 +687,11 @@ def export_package(
         written = plot_loss_shape(preset, out / "loss_shape.png")
         if written is not None:
             plot_name = written.name
+        else:
+            print(
+                f"{out / 'loss_shape.png'} skipped: matplotlib is not installed (pip install matplotlib)",
+                file=sys.stderr,
+            )
     (out / "README.md").write_text(readme_text(preset, plot_name), encoding="utf-8")
     return out
 

@@ -272,3 +272,13 @@ def test_the_export_arguments_plug_into_another_command_line(experiment, tmp_pat
     assert "not empty" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parser.parse_args(["export", str(d)])  # --name is required there
+
+
+def test_export_without_matplotlib_announces_the_skipped_plot_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    out = export_package(VECTOR, tmp_path / "v", name="pi-loss")
+    assert not (out / "loss_shape.png").exists() and "loss_shape.png" not in (out / "README.md").read_text()
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"{out / 'loss_shape.png'} skipped: matplotlib is not installed (pip install matplotlib)"]
+    export_package(VECTOR, tmp_path / "w", name="pi-loss", plot=False)  # not asked for: nothing to say
+    assert capsys.readouterr().err == ""
