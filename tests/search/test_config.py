@@ -40,6 +40,18 @@ def test_invalid_config_names_the_field(data, field):
     assert field in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "section, hint",
+    [("searhc", "did you mean [search]? "), ("executoin", "did you mean [execution]? "), ("zzz", "")],
+)
+def test_an_unknown_section_suggests_the_closest_one(section, hint):
+    with pytest.raises(ConfigError) as err:
+        ExperimentConfig.from_dict({section: {}}, validate_task=False)
+    assert str(err.value) == (
+        f"unknown section {section!r}: {hint}the sections are 'task', 'search', 'execution'"
+    )
+
+
 def test_unknown_task_key_is_reported_by_the_trainer_config():
     pytest.importorskip("taylorglo.train")
     with pytest.raises(ConfigError, match="task.*epochz"):
