@@ -121,6 +121,8 @@ def cmd_status(args) -> int:
             f"{st['population_size'] * st['seeds_per_candidate']} trainings evaluated"
         )
     print(f"evaluations: {st['evaluations']}, failed or penalized: {st['failures']}")
+    for line in integrity_lines(st):
+        print(line)
     if st["running"]:
         print(f"running: {st['running']}")
     if st["best"] is not None:
@@ -156,6 +158,46 @@ def cmd_status(args) -> int:
             for line in tail:
                 print(f"    | {line}")
     return 0 if st["complete"] else 1
+
+
+def integrity_lines(st: dict) -> list[str]:
+    """The ``integrity`` of ``experiment_status`` as text: one summary line, then one per problem."""
+    files = st["integrity"]["files"]
+    missing, final_missing = st["integrity"]["missing"], st["integrity"]["final_missing"]
+    counts = ", ".join(f"{name} {f['records']}" for name, f in files.items() if f["records"] or f["corrupt"])
+    corrupt = sum(len(f["corrupt"]) for f in files.values())
+    quarantined = sum(f["quarantined"] for f in files.values())
+    unchecked = sum(f["unchecked"] for f in files.values())
+    lines = [
+        f"integrity: records OK: {counts or 'none yet'}; corrupt lines: {corrupt}; quarantined: "
+        f"{quarantined}; missing: {len(missing) + len(final_missing)}"
+        + (f" ({unchecked} older records without a checksum)" if unchecked else "")
+    ]
+    for name, f in files.items():
+        for bad in f["corrupt"]:
+            why = bad["reason"]
+            if st["running"] and why.startswith("torn"):
+                why += ", or an append in progress"
+            lines.append(f"- {name} line {bad['line']}: {why}; `run` quarantines it")
+        if f["quarantined"]:
+            lines.append(
+                f"- {name}: {f['quarantined']} lines quarantined so far ({Path(name).stem}.quarantine.jsonl)"
+            )
+    if missing:
+        shown = ", ".join(f"g{g} c{i} s{r}" for g, i, r in missing[:8]) + (" ..." if len(missing) > 8 else "")
+        lines.append(
+            f"- evaluations of told generations without a record: {len(missing)} ({shown}); "
+            "`run` evaluates them again"
+        )
+    if final_missing:
+        shown = ", ".join(f"{c} s{r}" for c, r in final_missing[:8]) + (
+            " ..." if len(final_missing) > 8 else ""
+        )
+        lines.append(
+            f"- final-selection trainings without a record in final.jsonl: {len(final_missing)} "
+            f"({shown}); `run` trains them again"
+        )
+    return lines
 
 
 def cmd_analyze(args) -> int:

@@ -21,6 +21,7 @@ from taylorglo.search.runner import (
     fresh_seeds,
     generation_seed,
     make_job,
+    missing_evaluations,
 )
 from taylorglo.search.stats import welch_ttest
 
@@ -65,7 +66,14 @@ def best_record(directory) -> dict | None:
 
 def experiment_status(directory) -> dict:
     """Where an experiment stands: generations done/open, evaluations, failures, best, the final
-    selection and the tuned baselines, completeness."""
+    selection and the tuned baselines, integrity, completeness.
+
+    ``integrity``: ``files`` (``ExperimentDir.integrity``: per JSONL file the readable records,
+    those without a checksum, corrupt lines not yet quarantined, lines quarantined so far),
+    ``missing`` ((generation, index, replica) of told generations without a record) and
+    ``final_missing`` ((contender id, replica) a finished final selection lacks in
+    ``final.jsonl``). ``complete`` needs nothing missing: ``run`` evaluates what is.
+    """
     exp = ExperimentDir(directory)
     cfg = _config(exp)
     s = cfg.search
@@ -86,6 +94,20 @@ def experiment_status(directory) -> dict:
     selection = exp.read_selection()
     searched = done >= limit and open_gen is None
     selected = not s.final_top_k or bool(selection and selection.get("chosen"))
+    missing = [
+        (population["generation"], cand["index"], replica)
+        for population, pairs in missing_evaluations(exp, range(done))
+        for cand, replica in pairs
+    ]
+    final_missing = []
+    if selection and selection.get("chosen"):
+        have = {(r["id"], r["replica"]) for r in exp.final_records()}
+        final_missing = [
+            (c["id"], r)
+            for c in selection["contenders"]
+            for r in range(len(selection["seeds"]))
+            if (c["id"], r) not in have
+        ]
     return {
         "directory": str(exp.path),
         "generations_done": done,
@@ -100,7 +122,8 @@ def experiment_status(directory) -> dict:
         "best": best,
         "selection": selection,
         "baselines": exp.read_baselines(),
-        "complete": searched and selected,
+        "integrity": {"files": exp.integrity(), "missing": missing, "final_missing": final_missing},
+        "complete": searched and selected and not missing and not final_missing,
         "running": exp.lock_holder(),
     }
 

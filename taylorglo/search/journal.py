@@ -17,11 +17,21 @@ Layout::
     DIR/logs/gNNNN-cNN[-sR].log          the end of each training's output (R: the seed's replica)
     DIR/search.log                       one line per generation
 
-Crash safety: every file except the journal is written as tmp + fsync + ``os.replace`` (+ fsync of
-the directory), so a reader sees either the old or the new version. The journal is append-only; a
-torn last line (a kill during a write) is ignored and cut off before the next append. The commit
-points of a generation g are, in order: ``population.json`` (after ``strategy.pkl``), one journal
-line per candidate, then ``state.pkl`` with ``generation = g + 1``.
+Crash safety: every file except the JSONL files is written as tmp + fsync + ``os.replace`` (+ fsync
+of the directory), so a reader sees either the old or the new version. The commit points of a
+generation g are, in order: ``population.json`` (after ``strategy.pkl``), one journal line per
+(candidate, seed), then ``state.pkl`` with ``generation = g + 1``.
+
+Integrity: ``journal.jsonl``, ``final.jsonl`` and ``baselines.jsonl`` are append-only, one JSON
+object per line, each carrying ``crc32``: the CRC-32 of the record's canonical JSON (sorted keys,
+no spaces) without that field (lines written before checksums existed have none and are read as
+they are). A line that is torn (no newline: a kill during a write), not JSON, lacks the file's
+key fields or fails its checksum is never read as a record. The process that writes a file moves
+such lines to ``DIR/<name>.quarantine.jsonl`` (``{"file", "line", "reason", "raw"}``, ``line``
+counted from 1 in the file as it was) and rewrites the file without them atomically, before its
+first append (``run`` does it for the journal and ``final.jsonl`` as soon as it holds the lock);
+readers only skip them, and ``integrity`` reports them. The record a quarantined line held is then
+missing, and ``run`` evaluates it again (see ``taylorglo.search.runner``).
 """
 
 from __future__ import annotations
@@ -30,13 +40,19 @@ import errno
 import json
 import os
 import socket
+import sys
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
 __all__ = [
+    "CHECKSUM_FIELD",
+    "CorruptLine",
     "ExperimentDir",
     "ExperimentLocked",
     "atomic_write",
+    "decode_line",
+    "encode_line",
 ]
 
 
@@ -99,6 +115,93 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, indent=1, sort_keys=True, allow_nan=False) + "\n"
 
 
+# --- checksummed JSON lines ---------------------------------------------------------------------
+CHECKSUM_FIELD = "crc32"
+
+# The fields without which a line of each file is not a record (a JSON object that lacks them is
+# as corrupt as one that is not JSON).
+_KEY_FIELDS = {
+    "journal.jsonl": ("generation", "index", "status", "fitness"),
+    "final.jsonl": ("id", "replica", "status", "fitness"),
+    "baselines.jsonl": ("arm", "lr", "seed", "status", "fitness"),
+}
+
+
+_TORN = "torn (no newline: a kill during a write?)"
+
+
+class CorruptLine(ValueError):
+    """A JSONL line that is not a record; the message says why (torn, not JSON, checksum, fields)."""
+
+
+def _checksum(body: dict) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return f"{zlib.crc32(canonical.encode('utf-8')):08x}"
+
+
+def encode_line(record: dict) -> bytes:
+    """One JSONL line: ``record`` with ``crc32``, the CRC-32 (8 hex digits) of its canonical JSON.
+
+    The canonical JSON is ``json.dumps(record, sort_keys=True, separators=(",", ":"))`` without
+    the checksum field; non-finite numbers are refused (ValueError), as JSON cannot hold them.
+    """
+    body = {k: v for k, v in record.items() if k != CHECKSUM_FIELD}
+    line = json.dumps({**body, CHECKSUM_FIELD: _checksum(body)}, sort_keys=True, allow_nan=False)
+    return (line + "\n").encode("utf-8")
+
+
+def decode_line(raw: bytes, key_fields: tuple[str, ...] = ()) -> dict:
+    """The record of one line (without its checksum field); CorruptLine says why it is none.
+
+    ``raw`` is the line with its newline; one without it is torn. A record without a checksum (an
+    older line) is accepted as it is; one with a checksum must match it.
+    """
+    if not raw.endswith(b"\n"):
+        raise CorruptLine(_TORN)
+    if not raw.strip():
+        raise CorruptLine("empty line")
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        raise CorruptLine("not JSON") from None
+    if not isinstance(record, dict):
+        raise CorruptLine(f"not a JSON object but {type(record).__name__}")
+    stored = record.pop(CHECKSUM_FIELD, None)
+    if stored is not None:
+        try:
+            expected = _checksum(record)
+        except ValueError:
+            raise CorruptLine("not JSON (a non-finite number)") from None
+        if stored != expected:
+            raise CorruptLine(f"checksum mismatch (stored {stored!r}, content {expected!r})")
+    lacking = [k for k in key_fields if k not in record]
+    if lacking:
+        raise CorruptLine(f"not a record of this file (no {', '.join(lacking)})")
+    return record
+
+
+def _scan(data: bytes, key_fields: tuple[str, ...]):
+    """Decode the complete lines of ``data``: ([(line number, raw, record)], [bad entry]).
+
+    Bytes after the last newline (a torn line, or an append still being written) are not looked
+    at; the caller decides what they are.
+    """
+    good, bad = [], []
+    end = data.rfind(b"\n") + 1
+    lines = data[: end - 1].split(b"\n") if end else []  # newlines only: a stray \r stays inside
+    for n, line in enumerate(lines, 1):
+        raw = line + b"\n"
+        try:
+            good.append((n, raw, decode_line(raw, key_fields)))
+        except CorruptLine as exc:
+            bad.append({"line": n, "reason": str(exc), "raw": raw})
+    return good, bad
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 class ExperimentDir:
     """Paths and safe reads/writes of one experiment directory."""
 
@@ -109,6 +212,8 @@ class ExperimentDir:
         # so the bookkeeping of a generation does not grow with the length of the run.
         self._by_generation: dict[int, dict[tuple[int, int], dict]] = {}
         self._read_offset = 0
+        self._read_inode: int | None = None
+        self._repaired: set[str] = set()  # files this process has quarantined (before appending)
 
     # --- paths --------------------------------------------------------------------------------
     @property
@@ -249,74 +354,34 @@ class ExperimentDir:
 
     # --- journal ------------------------------------------------------------------------------
     def append_evaluation(self, record: dict) -> None:
-        """Append one evaluation record as a JSON line; flushed and fsynced before returning."""
-        line = json.dumps(record, sort_keys=True, allow_nan=False) + "\n"
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.journal_path, "ab") as fh:
-            fh.write(line.encode("utf-8"))
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    def repair_journal(self) -> int:
-        """Cut a torn last line (no trailing newline or not JSON) left by a kill; returns bytes cut."""
-        try:
-            data = self.journal_path.read_bytes()
-        except FileNotFoundError:
-            return 0
-        keep = len(data)
-        if data and not data.endswith(b"\n"):
-            keep = data.rfind(b"\n") + 1
-        else:
-            # a complete last line that is not JSON (should not happen) is cut as well
-            start = data.rfind(b"\n", 0, max(len(data) - 1, 0)) + 1
-            if data[start:].strip():
-                try:
-                    json.loads(data[start:])
-                except ValueError:
-                    keep = start
-        if keep != len(data):
-            self._by_generation, self._read_offset = {}, 0
-            with open(self.journal_path, "r+b") as fh:
-                fh.truncate(keep)
-                fh.flush()
-                os.fsync(fh.fileno())
-        return len(data) - keep
+        """Append one evaluation record (with its checksum); flushed and fsynced before returning."""
+        self._append_line(self.journal_path, record)
 
     def evaluations(self) -> Iterator[dict]:
-        """Every complete record of the journal, in append order (a torn last line is skipped)."""
-        try:
-            fh = open(self.journal_path, encoding="utf-8")
-        except FileNotFoundError:
-            return
-        with fh:
-            for line in fh:
-                if not line.endswith("\n"):
-                    break
-                try:
-                    yield json.loads(line)
-                except ValueError:
-                    continue
+        """Every record of the journal, in append order; torn and corrupt lines are skipped."""
+        yield from self._read_lines(self.journal_path)
+
+    def _reset_index(self) -> None:
+        self._by_generation, self._read_offset, self._read_inode = {}, 0, None
 
     def _catch_up(self) -> None:
         """Parse the journal lines appended since the last call into the per-generation index."""
         try:
-            size = self.journal_path.stat().st_size
+            st = self.journal_path.stat()
         except FileNotFoundError:
-            self._by_generation, self._read_offset = {}, 0
+            self._reset_index()
             return
-        if size < self._read_offset:  # cut by repair_journal: start over
-            self._by_generation, self._read_offset = {}, 0
-        if size == self._read_offset:
+        if st.st_ino != self._read_inode or st.st_size < self._read_offset:  # rewritten: start over
+            self._reset_index()
+            self._read_inode = st.st_ino
+        if st.st_size == self._read_offset:
             return
         with open(self.journal_path, "rb") as fh:
             fh.seek(self._read_offset)
-            data = fh.read(size - self._read_offset)
+            data = fh.read(st.st_size - self._read_offset)
         end = data.rfind(b"\n") + 1  # a torn last line is left for later
-        for line in data[:end].splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
+        good, _ = _scan(data[:end], _KEY_FIELDS["journal.jsonl"])
+        for _, _, rec in good:  # corrupt lines: skipped here, quarantined by `repair`
             key = (int(rec["index"]), int(rec.get("replica", 0)))
             self._by_generation.setdefault(int(rec["generation"]), {}).setdefault(key, rec)
         self._read_offset += end
@@ -330,28 +395,108 @@ class ExperimentDir:
         self._catch_up()
         return dict(self._by_generation.get(int(generation), {}))
 
+    # --- integrity of the JSONL files ---------------------------------------------------------
+    def quarantine_path(self, path: Path) -> Path:
+        """Where the corrupt lines of ``path`` go: ``DIR/<stem>.quarantine.jsonl``."""
+        return path.with_name(f"{path.stem}.quarantine.jsonl")
+
+    def repair(self, path: Path | None = None) -> list[dict]:
+        """Move the torn and corrupt lines of ``path`` (default: the journal) to its quarantine file.
+
+        Only the process that writes ``path`` may call this (``run`` holds the lock): the quarantine
+        entries are appended and fsynced first, then ``path`` is rewritten without those lines
+        (atomically), so a kill in between at worst quarantines a line twice. Returns the entries
+        moved: ``{"file", "line", "reason", "raw"}`` (``line`` from 1, in the file as it was).
+        """
+        path = self.journal_path if path is None else Path(path)
+        self._repaired.add(path.name)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return []
+        good, bad = _scan(data, _KEY_FIELDS.get(path.name, ()))
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            bad.append({"line": data.count(b"\n") + 1, "reason": _TORN, "raw": data[end:]})
+        if not bad:
+            return []
+        entries = [
+            {
+                "file": path.name,
+                "line": b["line"],
+                "reason": b["reason"],
+                "raw": b["raw"].decode("utf-8", "backslashreplace"),
+            }
+            for b in bad
+        ]
+        self._append_raw(self.quarantine_path(path), b"".join(encode_line(e) for e in entries))
+        atomic_write(path, b"".join(raw for _, raw, _ in good))
+        if path == self.journal_path:
+            self._reset_index()
+        return entries
+
+    def integrity(self) -> dict[str, dict]:
+        """Per JSONL file (journal, final, baselines): what a reader finds in it.
+
+        ``records``: readable records; ``unchecked``: of those, lines without a checksum (written
+        before checksums existed); ``corrupt``: ``{"line", "reason"}`` of the lines that are not
+        records and not yet quarantined (a torn last line included: while a search runs, it can be
+        an append in progress); ``quarantined``: lines moved to the file's quarantine so far.
+        """
+        out = {}
+        for path in (self.journal_path, self.final_path, self.baselines_path):
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                data = b""
+            good, bad = _scan(data, _KEY_FIELDS[path.name])
+            if data and not data.endswith(b"\n"):
+                bad.append({"line": data.count(b"\n") + 1, "reason": _TORN})
+            try:
+                quarantined = self.quarantine_path(path).read_bytes().count(b"\n")
+            except FileNotFoundError:
+                quarantined = 0
+            tag = f'"{CHECKSUM_FIELD}": '.encode()
+            out[path.name] = {
+                "records": len(good),
+                "unchecked": sum(1 for _, raw, _ in good if tag not in raw),
+                "corrupt": [{"line": b["line"], "reason": b["reason"]} for b in bad],
+                "quarantined": quarantined,
+            }
+        return out
+
     # --- final selection and baselines ----------------------------------------------------------
     def _append_line(self, path: Path, record: dict) -> None:
-        line = json.dumps(record, sort_keys=True, allow_nan=False) + "\n"
+        """Append ``record`` (with its checksum) to ``path``, flushed and fsynced.
+
+        The first append of this process to ``path`` quarantines the file's torn and corrupt lines
+        first (``repair``: a torn last line would otherwise swallow the new record) and reports
+        each on stderr, unless the caller repaired the file already.
+        """
+        line = encode_line(record)  # a record JSON cannot hold fails here, before anything is written
+        if path.name not in self._repaired:
+            for entry in self.repair(path):
+                _warn(
+                    f"{entry['file']} line {entry['line']}: {entry['reason']}; moved to "
+                    f"{self.quarantine_path(path).name}"
+                )
+        self._append_raw(path, line)
+
+    def _append_raw(self, path: Path, data: bytes) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         with open(path, "ab") as fh:
-            fh.write(line.encode("utf-8"))
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
 
     @staticmethod
     def _read_lines(path: Path) -> list[dict]:
+        """The records of a JSONL file in append order; torn and corrupt lines are skipped."""
         try:
             data = path.read_bytes()
         except FileNotFoundError:
             return []
-        out = []
-        for line in data[: data.rfind(b"\n") + 1].splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-        return out
+        return [rec for _, _, rec in _scan(data, _KEY_FIELDS.get(path.name, ()))[0]]
 
     @property
     def final_path(self) -> Path:

@@ -17,6 +17,14 @@ One generation g, with its commit points (see ``journal``):
 All candidates of a generation train on the same ``search.seeds_per_candidate`` seeds (common
 random numbers, so they are ranked on the loss and not on the draw), ``generation_seeds``.
 
+Lost records: when ``run`` starts, torn and corrupt lines of the journal and ``final.jsonl`` are
+quarantined (see ``journal``) and reported, and every generation CMA-ES was already told is checked
+for a record of each (candidate, seed); what is missing is evaluated again, on the same seed, and
+journaled. CMA-ES is not told again (its update used the lost record's fitness and stands): the
+re-run fills the record for the record's sake, so that the journal, the analysis and the final
+selection see every evaluation, and a search never ends "complete" with fewer records than its
+generations need.
+
 When the generation limit or the budget is reached, the final selection (``search.final_top_k``)
 trains the best candidates and the CMA-ES mean again on fresh seeds that no generation used and
 chooses the best mean validation accuracy (``final.jsonl``, ``selection.json``); it resumes like
@@ -28,6 +36,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
+import os
+import shutil
 import statistics
 import sys
 import time
@@ -51,6 +61,7 @@ __all__ = [
     "generation_seed",
     "generation_seeds",
     "init_experiment",
+    "missing_evaluations",
     "run_search",
 ]
 
@@ -177,9 +188,13 @@ def init_experiment(directory, config: ExperimentConfig | dict) -> ExperimentDir
 
     ``search.generations``, ``search.max_evaluations`` and the whole ``execution`` section may
     differ from the stored config (extend a search, move it to other hardware); they are updated.
+    The config is validated and its task checked (``ExperimentConfig.check_task``: the trainer
+    reads the dataset and builds the model) before anything is written: a refused config raises
+    ConfigError and leaves the directory as it was.
     """
     if isinstance(config, dict):
         config = ExperimentConfig.from_dict(config)
+    config.check_task()
     exp = ExperimentDir(directory)
     new = config.to_dict()
     if exp.exists():
@@ -237,16 +252,37 @@ def run_search(
         log: called with one summary line per generation (None = silent).
         max_generations: stop after completing this many generations in this call (tests, stepping).
     """
-    exp = init_experiment(directory, config) if config is not None else ExperimentDir(directory)
-    if not exp.exists():
-        raise FileNotFoundError(f"{exp.path} is not an experiment directory (no config.json); give a config")
+    path = Path(directory)
+    before = set(os.listdir(path)) if path.is_dir() else None  # to undo a new experiment's first steps
+    new = not (path / "config.json").is_file()
+    if config is not None:
+        exp = init_experiment(directory, config)
+    else:
+        exp = ExperimentDir(directory)
+        if not exp.exists():
+            raise FileNotFoundError(
+                f"{exp.path} is not an experiment directory (no config.json); give a config"
+            )
+        ExperimentConfig.from_dict(exp.read_config(), validate_task=False).check_task()
     cfg = ExperimentConfig.from_dict(exp.read_config(), validate_task=False)
     s = cfg.search
     exp.acquire_lock()
     own_backend = backend is None
     scalars = None
+
+    def note(line: str) -> None:
+        exp.append_search_log(line)
+        if log is not None:
+            log(line)
+
+    failed = True
     try:
-        exp.repair_journal()
+        for path_ in (exp.journal_path, exp.final_path):
+            for entry in exp.repair(path_):
+                note(
+                    f"{entry['file']} line {entry['line']}: {entry['reason']}; moved to "
+                    f"{exp.quarantine_path(path_).name}, its evaluation runs again"
+                )
         space = cfg.search_space()
         state = exp.read_state()
         if state is None:
@@ -256,6 +292,18 @@ def run_search(
             strategy = CMAStrategy.loads(state)
         num_classes = cfg.inferred_num_classes() or 0
         show = _is_tty() if progress is None else progress
+        lost = missing_evaluations(exp, range(strategy.generation))
+        if lost:
+            note(
+                f"{sum(len(m) for _, m in lost)} evaluations of generations CMA-ES was already told are "
+                f"missing from the journal (generations {', '.join(str(p['generation']) for p, _ in lost)}): "
+                "evaluating them again to complete the record (the CMA-ES update stands)"
+            )
+            if backend is None:
+                backend = make_backend(cfg.execution, retries=s.retries)
+            for population, missing in lost:
+                records = exp.evaluations_of(population["generation"])
+                _evaluate(exp, cfg, population, missing, records, backend, show)
         scalars = _scalar_writer(exp.path)
         done_here = 0
         stop_reason = ""
@@ -283,12 +331,7 @@ def run_search(
                 asked = CMAStrategy.loads(blob)
             t0 = time.perf_counter()
             records = exp.evaluations_of(g)
-            missing = [
-                (c, r)
-                for c in population["candidates"]
-                for r in range(len(_seeds_of(c)))
-                if (c["index"], r) not in records
-            ]
+            missing = _missing(population, records)
             if missing:
                 if backend is None:
                     backend = make_backend(cfg.execution, retries=s.retries)
@@ -323,16 +366,60 @@ def run_search(
         best = min(cands, key=lambda c: c["fitness"]) if cands else None
         chosen = None
         if complete and s.final_top_k and cands:
-            if backend is None and not _selection_done(exp):
+            if backend is None and _final_jobs_left(exp, cfg):
                 backend = make_backend(cfg.execution, retries=s.retries)
             chosen = final_selection(exp, cfg, strategy, space, cands, backend, log=log)
+        failed = False
         return SearchResult(exp.path, strategy.generation, len(records), complete, stop_reason, best, chosen)
     finally:
         if scalars is not None:
             scalars.close()
         if own_backend and backend is not None:
             backend.shutdown()
+        if failed and new and exp.read_population(0) is None:
+            _undo_new_experiment(path, before)
         exp.release_lock()
+
+
+def _undo_new_experiment(path: Path, before: set[str] | None) -> None:
+    """Remove what a call that created an experiment wrote before its first generation was sampled.
+
+    A run that fails (or is interrupted) before generation 0 is stored leaves the directory as it
+    found it: the entries it created (config.json, lock, tensorboard/, an empty generations/) go,
+    and the directory too when the call created it.
+    """
+    if before is None:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    for name in set(os.listdir(path)) - before:
+        target = path / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            target.unlink(missing_ok=True)
+
+
+def missing_evaluations(exp: ExperimentDir, generations) -> list[tuple[dict, list[tuple[dict, int]]]]:
+    """(population, its (candidate, replica) pairs without a journal record) of each of
+    ``generations`` that has a stored population and lacks records (lost or quarantined lines)."""
+    out = []
+    for g in generations:
+        stored = exp.read_population(g)
+        if stored is None:
+            continue
+        missing = _missing(stored[0], exp.evaluations_of(g))
+        if missing:
+            out.append((stored[0], missing))
+    return out
+
+
+def _missing(population: dict, records: dict[tuple[int, int], dict]) -> list[tuple[dict, int]]:
+    return [
+        (c, r)
+        for c in population["candidates"]
+        for r in range(len(_seeds_of(c)))
+        if (c["index"], r) not in records
+    ]
 
 
 def _sample(strategy: CMAStrategy, space, cfg: ExperimentConfig, g: int, num_classes: int) -> dict:
@@ -739,6 +826,17 @@ def _selection_done(exp: ExperimentDir) -> bool:
     return selection is not None and bool(selection.get("chosen"))
 
 
+def _final_jobs_left(exp: ExperimentDir, cfg: ExperimentConfig) -> bool:
+    """Whether ``final_selection`` has trainings to run: it has not chosen, or records were lost."""
+    selection = exp.read_selection()
+    if selection is None or not selection.get("chosen"):
+        return True
+    have = {(r["id"], r["replica"]) for r in exp.final_records()}
+    return any(
+        (c["id"], r) not in have for c in selection["contenders"] for r in range(len(selection["seeds"]))
+    )
+
+
 def final_selection(
     exp: ExperimentDir,
     cfg: ExperimentConfig,
@@ -754,11 +852,12 @@ def final_selection(
     The contenders and seeds are fixed in ``selection.json`` before any training; each finished
     training is appended to ``final.jsonl``; the choice (best mean validation accuracy, a failed
     training counting as ``1 - search.penalty``) is written to ``selection.json`` with every
-    contender's per-seed numbers. Invariant violators under ``enforce`` are not trained.
+    contender's per-seed numbers. Invariant violators under ``enforce`` are not trained. Once
+    chosen, the choice stands: trainings whose records were lost from ``final.jsonl`` (quarantined
+    lines) are run again on their seeds to complete the file, and the stored choice is returned.
     """
     s = cfg.search
-    if _selection_done(exp):
-        return exp.read_selection()["chosen"]
+    done = exp.read_selection() if _selection_done(exp) else None
     contenders, seeds = _final_contenders(exp, cfg, strategy, space, cands)
     n = cfg.inferred_num_classes() or 0
     have = {(r["id"], r["replica"]): r for r in exp.final_records()}
@@ -811,11 +910,15 @@ def final_selection(
                 )
             )
     if jobs:
-        if log is not None:
+        if log is not None and done is not None:
+            log(f"final selection: {len(jobs)} trainings lost from final.jsonl run again (the choice stands)")
+        elif log is not None:
             log(
                 f"final selection: {len(contenders)} contenders x {len(seeds)} fresh seeds ({len(jobs)} trainings)"
             )
         run_jobs(backend, jobs, retries=s.retries, finish=finish)
+    if done is not None:
+        return done["chosen"]
     table = []
     for cand in contenders:
         recs = [have[(cand["id"], r)] for r in range(len(seeds))]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import copy
-import json
 import os
 import sys
 from pathlib import Path
 
 import pytest
 
+from taylorglo.search.journal import ExperimentDir
 from taylorglo.search.runner import TIMING_FIELDS
 
 SYNTHETIC = "taylorglo.search.synthetic:evaluate"
@@ -29,14 +29,13 @@ def synthetic_config(**sections) -> dict:
 
 
 def journal_without_timing(directory) -> list[dict]:
-    """The journal sorted by (generation, index), without the fields that vary between runs."""
+    """The journal's records (read by its owner) sorted by (generation, index, replica), without the
+    fields that vary between runs."""
     out = []
-    with open(Path(directory) / "journal.jsonl", encoding="utf-8") as fh:
-        for line in fh:
-            rec = json.loads(line)
-            for key in TIMING_FIELDS:
-                rec.pop(key, None)
-            out.append(rec)
+    for rec in ExperimentDir(directory).evaluations():
+        for key in TIMING_FIELDS:
+            rec.pop(key, None)
+        out.append(rec)
     return sorted(out, key=lambda r: (r["generation"], r["index"], r.get("replica", 0)))
 
 
