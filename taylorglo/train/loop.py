@@ -10,7 +10,8 @@
   bitwise identical results;
 - robust: a non-finite training loss stops the run at once with status ``diverged``, validation
   accuracy under ``config.min_accuracy`` from epoch ``config.min_accuracy_epoch`` on stops it with
-  ``below_threshold``, and an exception inside the training itself gives ``failed`` with the error
+  ``below_threshold`` (and a run that ends at chance level gets it whatever its length, see
+  :func:`train`), and an exception inside the training itself gives ``failed`` with the error
   text. Each keeps the numbers measured so far. Configuration mistakes (unknown keys, datasets,
   models, presets, a missing dataset) raise instead: they would fail every candidate alike;
 - cheap: the data are in-memory tensors indexed directly (no DataLoader, no worker processes).
@@ -51,7 +52,8 @@ class TrainResult:
 
     Attributes:
         status: ``ok``, ``diverged`` (non-finite training loss), ``below_threshold`` (validation
-            accuracy under the floor) or ``failed`` (an exception during training; see ``error``).
+            accuracy under the floor, or a collapse: see :func:`train`) or ``failed`` (an exception
+            during training; see ``error``).
         val_accuracy: validation accuracy in [0, 1] at the end of the run (the fitness), or at the
             stop for ``diverged`` / ``below_threshold``; ``None`` if never measured.
         val_loss: the training loss evaluated on the validation split (same units as the loss).
@@ -254,6 +256,17 @@ def train(
         evaluate_test: also measure the test split (never used otherwise).
         show_progress: draw a tqdm progress bar on stderr.
 
+    The accuracy floor (``config.min_accuracy``; ``None`` disables both rules):
+
+    - from epoch ``config.min_accuracy_epoch`` on, an evaluated epoch under the floor stops the
+      run with ``below_threshold`` (the original's early abort);
+    - at the end of a run that took at least one step, whatever its length, a validation accuracy
+      under the floor that is also at chance level (at most 1.5 / num_classes, the search's
+      collapse rule) gives ``below_threshold``: a short training is not held to a floor meant
+      for epoch ``min_accuracy_epoch``, but one that ends where an untrained model is has
+      collapsed (e.g. a loss scaled by 1e6). A run of 0 steps measures the untrained model and
+      keeps ``ok``.
+
     Raises:
         ValueError: an invalid config, loss spec, dataset or model name.
         DatasetUnavailableError: the dataset is neither on disk nor downloadable.
@@ -430,6 +443,23 @@ class _Run:
             bar.close()
         if res.status == "ok" and (not res.history or res.history[-1]["steps"] != self.step):
             self._evaluate_val()  # e.g. epochs=0: the untrained model
+        if res.status == "ok":
+            self._check_collapse()
+
+    def _check_collapse(self) -> None:
+        """``below_threshold`` for a run that ended under the floor at chance level (see ``train``)."""
+        cfg, res = self.cfg, self.result
+        if cfg.min_accuracy is None or self.step == 0 or res.val_accuracy is None:
+            return
+        chance = 1.5 / self.info.num_classes
+        if res.val_accuracy < cfg.min_accuracy and res.val_accuracy <= chance:
+            res.status = "below_threshold"
+            res.error = (
+                f"validation accuracy {res.val_accuracy:.4f} at the end of training is at chance level "
+                f"(<= 1.5 / {self.info.num_classes} classes) and < min_accuracy {cfg.min_accuracy}: "
+                f"a collapse, whatever the length (min_accuracy_epoch {cfg.min_accuracy_epoch} only "
+                "delays the early stop)"
+            )
 
     def _fit(self, bar) -> None:
         cfg, res = self.cfg, self.result

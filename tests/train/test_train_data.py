@@ -207,6 +207,7 @@ def test_training_on_a_torchvision_dataset_from_disk(fake_mnist_root):
         validation_size=20,
         epochs=2,
         batch_size=16,
+        min_accuracy=None,  # 8 steps on fake images end at chance, which is a collapse status otherwise
     )
     result = train(cfg, evaluate_test=True)
     assert result.status == "ok" and result.steps == 2 * 4 and result.test_accuracy is not None

@@ -163,6 +163,7 @@ def test_tiny_training_on_mnist1d_completes(mnist1d_root):
         batch_size=50,
         data_root=mnist1d_root,
         device="cpu",
+        min_accuracy=None,  # 4 steps can end at chance, which is a collapse status otherwise
     )
     result = train(cfg, "cross-entropy", evaluate_test=True)
     assert result.status == "ok", result.error
