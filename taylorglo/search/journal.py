@@ -208,9 +208,11 @@ class ExperimentDir:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._lock_fd: int | None = None
-        # The journal indexed by generation as it is read and appended: each byte is parsed once,
-        # so the bookkeeping of a generation does not grow with the length of the run.
-        self._by_generation: dict[int, dict[tuple[int, int], dict]] = {}
+        # The journal indexed by generation as it is read and appended: each new byte is parsed
+        # once, and the index keeps only where each record's line is ((offset, length) by
+        # (index, replica)), so neither a generation's bookkeeping time nor the memory per record
+        # grows with the length of the run; ``evaluations_of`` reads the generation's lines back.
+        self._by_generation: dict[int, dict[tuple[int, int], tuple[int, int]]] = {}
         self._read_offset = 0
         self._read_inode: int | None = None
         self._repaired: set[str] = set()  # files this process has quarantined (before appending)
@@ -380,10 +382,18 @@ class ExperimentDir:
             fh.seek(self._read_offset)
             data = fh.read(st.st_size - self._read_offset)
         end = data.rfind(b"\n") + 1  # a torn last line is left for later
-        good, _ = _scan(data[:end], _KEY_FIELDS["journal.jsonl"])
-        for _, _, rec in good:  # corrupt lines: skipped here, quarantined by `repair`
-            key = (int(rec["index"]), int(rec.get("replica", 0)))
-            self._by_generation.setdefault(int(rec["generation"]), {}).setdefault(key, rec)
+        start = 0
+        while start < end:
+            stop = data.index(b"\n", start) + 1
+            try:
+                rec = decode_line(data[start:stop], _KEY_FIELDS["journal.jsonl"])
+            except CorruptLine:  # skipped here, quarantined by `repair`
+                pass
+            else:
+                key = (int(rec["index"]), int(rec.get("replica", 0)))
+                span = (self._read_offset + start, stop - start)
+                self._by_generation.setdefault(int(rec["generation"]), {}).setdefault(key, span)
+            start = stop
         self._read_offset += end
 
     def evaluations_of(self, generation: int) -> dict[tuple[int, int], dict]:
@@ -392,8 +402,21 @@ class ExperimentDir:
         ``replica`` r is the r-th of the generation's ``search.seeds_per_candidate`` training seeds
         (0 for journals written before seeds per candidate existed).
         """
-        self._catch_up()
-        return dict(self._by_generation.get(int(generation), {}))
+        for _ in range(2):  # a second time from scratch when the journal was rewritten meanwhile
+            self._catch_up()
+            spans = self._by_generation.get(int(generation), {})
+            if not spans:
+                return {}
+            try:
+                with open(self.journal_path, "rb") as fh:
+                    out = {}
+                    for key, (offset, length) in spans.items():
+                        fh.seek(offset)
+                        out[key] = decode_line(fh.read(length))
+                    return out
+            except (FileNotFoundError, CorruptLine):
+                self._reset_index()
+        return {}
 
     # --- integrity of the JSONL files ---------------------------------------------------------
     def quarantine_path(self, path: Path) -> Path:
