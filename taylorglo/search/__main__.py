@@ -386,7 +386,9 @@ def cmd_ttest(args) -> int:
         for line in baseline_lines(tuned)[2:]:
             print(line)
         c = tuned["comparison"]
-        print(f"Welch t = {c['t']:.3f}, df = {c['df']:.1f}, Cohen's d = {c['cohens_d']:.3f}")
+        t = "inf" if c["t"] is None else f"{c['t']:.3f}"
+        d = "inf" if c["cohens_d"] is None else f"{c['cohens_d']:.3f}"
+        print(f"Welch t = {t}, df = {c['df']:.1f}, Cohen's d = {d}")
         return 0
     a = [r[args.metric] for r in _read_evaluations(args.a) if isinstance(r.get(args.metric), (int, float))]
     b = [r[args.metric] for r in _read_evaluations(args.b) if isinstance(r.get(args.metric), (int, float))]

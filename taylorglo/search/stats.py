@@ -64,8 +64,14 @@ def mann_whitney(a: Sequence[float], b: Sequence[float]) -> float | None:
 
 
 def compare_arms(a: Sequence[float], b: Sequence[float]) -> dict:
-    """Welch's t-test, Mann-Whitney p, Cohen's d and wins of a over b (pairs in seed order)."""
+    """Welch's t-test, Mann-Whitney p, Cohen's d and wins of a over b (pairs in seed order).
+
+    ``t`` and ``cohens_d`` are None where they are infinite (both sides constant, different means).
+    """
     out = welch_ttest(a, b)
+    for key in ("t", "cohens_d"):  # infinite when both sides have no spread; JSON has no inf
+        if not math.isfinite(out[key]):
+            out[key] = None
     out["mann_whitney_p"] = mann_whitney(a, b)
     out["wins"] = sum(x > y for x, y in zip(a, b))
     out["pairs"] = min(len(a), len(b))

@@ -292,3 +292,11 @@ def test_invalid_robust_search_settings_name_the_field(search, field):
 def test_a_typo_in_search_gets_a_did_you_mean():
     with pytest.raises(ConfigError, match="did you mean search.seeds_per_candidate"):
         ExperimentConfig.from_dict({"search": {"seeds_per_candiate": 2}}, validate_task=False)
+
+
+def test_comparisons_of_constant_arms_store_as_json():
+    from taylorglo.search.stats import compare_arms
+
+    c = compare_arms([0.9, 0.9, 0.9], [0.8, 0.8, 0.8])
+    assert c["t"] is None and c["cohens_d"] is None and c["p"] == 0.0 and c["wins"] == 3
+    json.dumps(c, allow_nan=False)
