@@ -305,6 +305,8 @@ def run_search(
                 records = exp.evaluations_of(population["generation"])
                 _evaluate(exp, cfg, population, missing, records, backend, show)
         scalars = _scalar_writer(exp.path)
+        if scalars is None and log is not None:
+            log("TensorBoard curves skipped: tensorboard is not installed (pip install tensorboard)")
         done_here = 0
         stop_reason = ""
         while True:
