@@ -90,9 +90,10 @@ def invariant_summary(poly: TaylorPolynomial, num_classes: int = 10) -> dict:
     """Both invariant rules at ``num_classes`` (``original`` only for order 3 in (x, y)).
 
     ``{"num_classes": n, "gradient": {"passes": bool, "margin": float}, "original": {...}}``, see
-    :func:`taylorglo.polynomial.check_invariant`. Polynomials with t are evaluated at t = 1.
+    :func:`taylorglo.polynomial.check_invariant`. Polynomials with t are evaluated at t = 0, the
+    start of training, where predictions are uniform (as the search does).
     """
-    t = {"t": 1.0} if poly.has_progress else {}
+    t = {"t": 0.0} if poly.has_progress else {}
     out: dict[str, Any] = {"num_classes": num_classes}
     rules = ["gradient"]
     if poly.order == 3 and poly.variables == ("x", "y"):

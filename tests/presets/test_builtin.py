@@ -21,7 +21,10 @@ RECORDED = {
     "original-mnist": [8.2896, 0.2415, 7.8726, 8.9666, 2.0184, 7.0513, -10.9408, 7.5216],
     "original-older-search": [1.5742, -1.4446, 2.3616, -0.6632, -2.8569, -1.1313, 0.8439, 1.4872],
 }
-FOUND = ["mnist5k-smallcnn"]  # found by this project's own searches (benchmarks/evidence)
+FOUND = [
+    "mnist1d-cnn1d-xyt",
+    "mnist5k-smallcnn",
+]  # found by this project's own searches (benchmarks/evidence)
 TAYLOR_CE = [f"taylor-ce-{k}" for k in range(2, 7)]  # Taylor cross-entropy, test_taylor_ce_presets.py
 BUILTIN = CE_PRESETS + sorted(RECORDED) + FOUND + TAYLOR_CE
 
@@ -136,3 +139,16 @@ def test_taylorloss_from_preset_classmethod_when_present(fresh_registry):
         pytest.skip("TaylorLoss.from_preset is not added yet; the function form is tested above")
     loss = TaylorLoss.from_preset("ce-taylor-4", reduction="sum")
     assert type(loss) is TaylorLoss and loss.reduction == "sum" and loss.order == 4
+
+
+def test_the_mnist1d_preset_carries_its_learning_rate_and_its_win_over_the_tuned_baseline(fresh_registry):
+    preset = get_preset("mnist1d-cnn1d-xyt")
+    assert preset.variables == ("x", "y", "t") and preset.learning_rate == 0.2
+    assert preset.results["metric"] == "test_accuracy" and preset.results["preset"]["n"] == 20
+    assert (
+        preset.results["p_value"] < 0.05
+        and preset.results["preset"]["mean"] > preset.results["cross_entropy"]["mean"]
+    )
+    assert any("best tuned baseline" in note for note in preset.notes)
+    # the invariant of a loss with t is stated at t = 0, where the search checks it
+    assert preset.invariant["gradient"]["passes"] is True
