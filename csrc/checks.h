@@ -101,7 +101,7 @@ struct OpArgs {
   RowLayout l;
   int K;
   bool hard;
-  int64_t stats_width() const { return hard ? 4 : 2; }
+  int64_t stats_width() const { return hard ? 4 : 3; }  // see the op contract in taylor_loss.cpp
 };
 
 inline OpArgs check_forward_args(const at::Tensor& logits, const at::Tensor& target, const at::Tensor& coef,

@@ -88,7 +88,7 @@ if EXTENSION_ERROR is None:
         )
         acc = _acc_dtype(logits)
         return logits.new_empty(_loss_shape(logits), dtype=acc), logits.new_empty(
-            (_rows(logits), 2), dtype=acc
+            (_rows(logits), 3), dtype=acc
         )
 
     @torch.library.register_fake("taylorglo::hard_backward")

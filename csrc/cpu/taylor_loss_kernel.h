@@ -409,11 +409,10 @@ void hard_forward_tile(const Tile& T, const int64_t* t_data, const acc_t* A, con
   }
   const Vec pt = e_t * inv;
   lossv = lossv + vpoly(B, K, pt);
-  const Vec dB = vpoly_derivative(B, K, pt);
   __at_align__ acc_t out[5][Vec::size()];
   (Vec(acc_t(0)) - lossv).store(out[0]);
-  (M + total.log()).store(out[1]);
-  at::vec::fmadd(dB, pt, Q).store(out[2]);
+  M.store(out[1]);
+  inv.store(out[2]);
   Q.store(out[3]);
   (R[1] * inv).store(out[4]);
   __at_align__ acc_t maxima[Vec::size()];
@@ -433,20 +432,26 @@ void hard_backward_tile(const Tile& T, const acc_t* go, const int64_t* t_data, c
   using Vec = Vectorized<acc_t>;
   const int K = ord();
   const Vec tv = lane_targets<acc_t>(t_data, T.r0, T.n, C, ignore_index);
-  __at_align__ acc_t lane[5][Vec::size()] = {};
+  // lane[5]: the target's logit (0 in ignored and unused lanes, whose statistics are 0 too).
+  __at_align__ acc_t lane[6][Vec::size()] = {};
   for (int64_t k = 0; k < T.n; ++k) {
-    for (int q = 0; q < 4; ++q) lane[q][k] = st[4 * (T.r0 + k) + q];
-    lane[4][k] = -go[T.r0 + k];
+    const int64_t r = T.r0 + k, t = t_data[r];
+    for (int q = 0; q < 4; ++q) lane[q][k] = st[4 * r + q];
+    lane[4][k] = -go[r];
+    if (t != ignore_index) lane[5][k] = static_cast<acc_t>(T.z[t * T.stride + k]);
   }
-  const Vec lse = Vec::loadu(lane[0]), D = Vec::loadu(lane[1]), Q = Vec::loadu(lane[2]), omp = Vec::loadu(lane[3]);
+  const Vec M = Vec::loadu(lane[0]), inv = Vec::loadu(lane[1]), Q = Vec::loadu(lane[2]), omp = Vec::loadu(lane[3]);
   const Vec gscale = Vec::loadu(lane[4]);
   const Vec valid = tv >= Vec(acc_t(0));
+  // p_t and D = Q + B'(p_t) p_t exactly as the forward computed them.
+  const Vec pt = vexp(Vec::loadu(lane[5]) - M) * inv;
+  const Vec D = at::vec::fmadd(vpoly_derivative(B, K, pt), pt, Q);
   for (int64_t j = 0; j < C; ++j) {
-    const Vec p = vexp(T.zj(j) - lse);
+    const Vec p = vexp(T.zj(j) - M) * inv;
     const Vec g_other = vpoly(dA, K - 1, p) - D;
     const Vec g_target = vpoly_derivative(B, K, p) * omp - Q;  // g_t - D without cancellation
     const Vec g = Vec::blendv(g_other, g_target, tv == Vec(acc_t(j)));
-    const Vec out = Vec::blendv(Vec(kNaN<acc_t>), gscale * p * g, lse == lse);  // NaN statistics: NaN
+    const Vec out = Vec::blendv(Vec(kNaN<acc_t>), gscale * p * g, M == M);  // NaN statistics: NaN
     T.store_g(j, Vec::blendv(Vec(acc_t(0)), out, valid));                        // ignored rows: exact zeros
   }
 }
@@ -516,8 +521,8 @@ void hard_forward_impl(const at::Tensor& logits, const at::Tensor& target, const
     const acc_t pt = e_t * inv;
     lossv += poly(B, K, pt);
     loss_data[r] = -lossv;
-    s[0] = zmax + std::log(total);
-    s[1] = Q + poly_derivative(B, K, pt) * pt;
+    s[0] = zmax;
+    s[1] = inv;
     s[2] = Q;
     s[3] = R[1] * inv;
   });
@@ -558,22 +563,24 @@ void hard_backward_impl(const at::Tensor& grad_loss, const at::Tensor& logits, c
     }
     check_target(t, r, C, ignore_index);
     const acc_t* s = st + 4 * r;
-    const acc_t lse = s[0], D = s[1], Q = s[2], omp = s[3];
+    const acc_t zmax = s[0], inv = s[1], Q = s[2], omp = s[3];
     const acc_t gscale = -go[r];
-    if (std::isnan(lse)) {  // NaN or +-inf logits
+    if (std::isnan(zmax)) {  // NaN or +-inf logits
       std::fill(out, out + C, static_cast<scalar_t>(kNaN<acc_t>));
       return;
     }
-    const Vec vlse(lse), vD(D), vscale(gscale);
+    // p_t and D = Q + B'(p_t) p_t exactly as the forward computed them.
+    const acc_t pt = std::exp(static_cast<acc_t>(z[t]) - zmax) * inv;
+    const acc_t dBt = poly_derivative(B, K, pt);
+    const Vec vmax(zmax), vinv(inv), vD(Q + dBt * pt), vscale(gscale);
     map_row<acc_t>(z, static_cast<const scalar_t*>(nullptr), out, C, [&](const Vec& zj, const Vec&) {
-      const Vec p = vexp(zj - vlse);
+      const Vec p = vexp(zj - vmax) * vinv;
       Vec gp(dA[K - 1]);
       for (int m = K - 2; m >= 0; --m) gp = at::vec::fmadd(gp, p, Vec(dA[m]));
       return vscale * p * (gp - vD);
     });
     // Target: g_t - D = B'(p_t)(1 - p_t) - Q with 1 - p_t taken from the non-target sums.
-    const acc_t pt = std::exp(static_cast<acc_t>(z[t]) - lse);
-    out[t] = static_cast<scalar_t>(gscale * pt * (poly_derivative(B, K, pt) * omp - Q));
+    out[t] = static_cast<scalar_t>(gscale * pt * (dBt * omp - Q));
   });
 }
 
@@ -601,33 +608,30 @@ void soft_forward_tile(const Tile& T, const Poly& P, int64_t C, acc_t* loss_data
     fsum = fsum + f;
     dsum = at::vec::fmadd(g, p, dsum);
   }
-  __at_align__ acc_t out[3][Vec::size()];
+  __at_align__ acc_t out[4][Vec::size()];
   (Vec(acc_t(0)) - fsum).store(out[0]);
-  (M + total.log()).store(out[1]);
-  dsum.store(out[2]);
-  __at_align__ acc_t maxima[Vec::size()];
-  M.store(maxima);
+  M.store(out[1]);
+  inv.store(out[2]);
+  dsum.store(out[3]);
   for (int64_t k = 0; k < T.n; ++k) {
-    const acc_t bad = std::isfinite(maxima[k]) ? acc_t(0) : kNaN<acc_t>;  // NaN or +-inf logits: NaN
+    const acc_t bad = std::isfinite(out[1][k]) ? acc_t(0) : kNaN<acc_t>;  // NaN or +-inf logits: NaN
     loss_data[T.r0 + k] = out[0][k] + bad;
-    st[2 * (T.r0 + k)] = out[1][k] + bad;
-    st[2 * (T.r0 + k) + 1] = out[2][k] + bad;
+    for (int q = 0; q < 3; ++q) st[3 * (T.r0 + k) + q] = out[q + 1][k] + bad;
   }
 }
 
 template <typename acc_t, typename Tile, typename Poly>
 void soft_backward_tile(const Tile& T, const Poly& P, const acc_t* go, const acc_t* st, int64_t C) {
   using Vec = Vectorized<acc_t>;
-  __at_align__ acc_t lane[3][Vec::size()] = {};
+  __at_align__ acc_t lane[4][Vec::size()] = {};
   for (int64_t k = 0; k < T.n; ++k) {
-    lane[0][k] = st[2 * (T.r0 + k)];
-    lane[1][k] = st[2 * (T.r0 + k) + 1];
-    lane[2][k] = -go[T.r0 + k];
+    for (int q = 0; q < 3; ++q) lane[q][k] = st[3 * (T.r0 + k) + q];
+    lane[3][k] = -go[T.r0 + k];
   }
-  const Vec lse = Vec::loadu(lane[0]), D = Vec::loadu(lane[1]), gscale = Vec::loadu(lane[2]);
+  const Vec M = Vec::loadu(lane[0]), inv = Vec::loadu(lane[1]), D = Vec::loadu(lane[2]), gscale = Vec::loadu(lane[3]);
   for (int64_t j = 0; j < C; ++j) {
-    const Vec p = vexp(T.zj(j) - lse);
-    T.store_g(j, Vec::blendv(Vec(kNaN<acc_t>), gscale * p * (P.derivative(T.xj(j), p) - D), lse == lse));
+    const Vec p = vexp(T.zj(j) - M) * inv;
+    T.store_g(j, Vec::blendv(Vec(kNaN<acc_t>), gscale * p * (P.derivative(T.xj(j), p) - D), M == M));
   }
 }
 
@@ -655,7 +659,7 @@ void soft_forward_impl(const at::Tensor& logits, const at::Tensor& target, const
     const scalar_t* x = x_data + r * C;
     const acc_t zmax = row_max<acc_t>(z, C);
     if (!std::isfinite(zmax)) {  // NaN or +-inf logits: NaN loss and statistics
-      loss_data[r] = st[2 * r] = st[2 * r + 1] = kNaN<acc_t>;
+      loss_data[r] = st[3 * r] = st[3 * r + 1] = st[3 * r + 2] = kNaN<acc_t>;
       return;
     }
     const Vec vmax(zmax);
@@ -665,8 +669,8 @@ void soft_forward_impl(const at::Tensor& logits, const at::Tensor& target, const
       e.store(ebuf + j);
       vsum = vsum + e;
     }
-    const acc_t total = reduce_add(vsum);
-    const Vec inv(acc_t(1) / total);
+    const acc_t inv_total = acc_t(1) / reduce_add(vsum);
+    const Vec inv(inv_total);
     Vec vf(acc_t(0)), vd(acc_t(0));
     for (int64_t j = 0; j < C; j += V) {
       const Vec p = Vec::loadu(ebuf + j) * inv;
@@ -677,8 +681,9 @@ void soft_forward_impl(const at::Tensor& logits, const at::Tensor& target, const
       vd = at::vec::fmadd(g, p, vd);
     }
     loss_data[r] = -reduce_add(vf);
-    st[2 * r] = zmax + std::log(total);
-    st[2 * r + 1] = reduce_add(vd);
+    st[3 * r] = zmax;
+    st[3 * r + 1] = inv_total;
+    st[3 * r + 2] = reduce_add(vd);
   });
 }
 
@@ -704,13 +709,14 @@ void soft_backward_impl(const at::Tensor& grad_loss, const at::Tensor& logits, c
     const scalar_t* z = z_data + r * C;
     const scalar_t* x = x_data + r * C;
     scalar_t* out = g_data + r * C;
-    if (std::isnan(st[2 * r])) {  // NaN or +-inf logits
+    const acc_t* s = st + 3 * r;
+    if (std::isnan(s[0])) {  // NaN or +-inf logits
       std::fill(out, out + C, static_cast<scalar_t>(kNaN<acc_t>));
       return;
     }
-    const Vec vlse(st[2 * r]), vD(st[2 * r + 1]), vscale(-go[r]);
+    const Vec vmax(s[0]), vinv(s[1]), vD(s[2]), vscale(-go[r]);
     map_row<acc_t>(z, x, out, C, [&](const Vec& zj, const Vec& xj) {
-      const Vec p = vexp(zj - vlse);
+      const Vec p = vexp(zj - vmax) * vinv;
       return vscale * p * (P.derivative(xj, p) - vD);
     });
   });
