@@ -699,3 +699,19 @@ def test_params_gradient_is_finite_with_ignored_rows_of_large_logits():
     params = torch.tensor(WORKED, dtype=torch.float64, requires_grad=True)
     taylor_loss(logits, target, params, backend="kernel").backward()
     assert torch.isfinite(params.grad).all()
+
+
+def test_reference_keeps_float64_list_params_in_float64():
+    # Order 2, written out here: f(x, y) = a (y - cy) + b (y - cy)^2 + c (x - cx)(y - cy).
+    params = [0.1, 1 / 3, -0.7, 0.3, 0.6]  # none of them is a float32 value
+    a, b, c, cx, cy = params
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(16, 7, generator=g, dtype=torch.float64)
+    target = torch.randint(0, 7, (16,), generator=g)
+    p = torch.softmax(logits, dim=1)
+    x = F.one_hot(target, 7).double()
+    expected = -(a * (p - cy) + b * (p - cy) ** 2 + c * (x - cx) * (p - cy)).sum(1)
+    for sequence in (params, tuple(params)):
+        out = taylor_loss_reference(logits, target, sequence, reduction="none")
+        assert out.dtype == torch.float64
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-15)
