@@ -1,8 +1,12 @@
 // Argument checks shared by the CPU and CUDA kernels: every message names the argument and the value.
 #pragma once
 
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
+
+#include <tuple>
+#include <vector>
 
 namespace taylorglo {
 

@@ -19,14 +19,21 @@
 // in registers) and a run-time value for the others. Peak extra memory: the gradient plus O(C V) per
 // thread.
 //
-// This file is compiled once per CPU capability (kernel_default.cpp, kernel_avx2.cpp,
-// kernel_avx512.cpp), each time in its own namespace TAYLORGLO_CPU_NS; taylor_loss_cpu.cpp picks one
-// at run time.
+// This file is compiled once per CPU capability (default, AVX2, AVX-512) and label kind, each time in
+// the capability's namespace TAYLORGLO_CPU_NS: kernel_<capability>_hard.cpp defines
+// TAYLORGLO_KERNELS_HARD and gets hard_forward/hard_backward, kernel_<capability>_soft.cpp defines
+// TAYLORGLO_KERNELS_SOFT and gets soft_forward/soft_backward. Six translation units of similar size,
+// so that a parallel build compiles them side by side; taylor_loss_cpu.cpp picks a capability at
+// run time.
 
-#include <ATen/ATen.h>
+#if defined(TAYLORGLO_KERNELS_HARD) == defined(TAYLORGLO_KERNELS_SOFT)
+#error "define exactly one of TAYLORGLO_KERNELS_HARD and TAYLORGLO_KERNELS_SOFT before including taylor_loss_kernel.h"
+#endif
+
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
@@ -723,8 +730,9 @@ void soft_backward_impl(const at::Tensor& grad_loss, const at::Tensor& logits, c
 }
 
 // ------------------------------------------------------------------------------------------------
-// Kernel table of this capability.
+// The kernels of this translation unit (declared in taylor_loss_cpu.cpp).
 
+#if defined(TAYLORGLO_KERNELS_HARD)
 void hard_forward(const at::Tensor& logits, const at::Tensor& target, const at::Tensor& coef, int64_t ignore_index,
                   at::Tensor& loss, at::Tensor& stats, const RowLayout& l, int K) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "taylorglo_hard_forward", [&] {
@@ -742,6 +750,7 @@ void hard_backward(const at::Tensor& grad_loss, const at::Tensor& logits, const 
   });
 }
 
+#else
 void soft_forward(const at::Tensor& logits, const at::Tensor& target, const at::Tensor& coef, at::Tensor& loss,
                   at::Tensor& stats, const RowLayout& l, int K) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "taylorglo_soft_forward", [&] {
@@ -757,6 +766,7 @@ void soft_backward(const at::Tensor& grad_loss, const at::Tensor& logits, const 
     });
   });
 }
+#endif
 
 }  // namespace TAYLORGLO_CPU_NS
 }  // namespace taylorglo
