@@ -64,7 +64,7 @@ void check_first_order(const at::Tensor& grad_loss, const at::Tensor& logits) {
 // kernels compute it from the statistics (M, 1/S, ...).
 at::Tensor probabilities(const at::Tensor& logits, const at::Tensor& stats) {
   const at::Tensor z = logits.to(stats.scalar_type()).movedim(1, -1).reshape_symint({-1, logits.sym_size(1)});
-  return at::exp(z - stats.select(1, 0).unsqueeze(1)) * stats.select(1, 1).unsqueeze(1);
+  return at::exp(z - stats.select(0, 0).unsqueeze(1)) * stats.select(0, 1).unsqueeze(1);
 }
 
 // (..., K+1): v^0 .. v^K along a new last dimension.

@@ -198,17 +198,18 @@ __global__ void __launch_bounds__(GROUP >= 256 ? GROUP : 256)
   const RowIndex ri = row_index<GROUP>(l);
   if (!ri.valid) return;  // uniform per group (GROUP <= 32 is a warp; GROUP > 32 is a block of one row)
   const int64_t t = target[ri.row];
-  acc_t* st = stats + 4 * ri.row;
+  const RowStats<acc_t> st{stats, l.rows};
   if (t == ignore_index) {
     if (ri.lane == 0) {
       loss[ri.row] = acc_t(0);
-      st[0] = st[1] = st[2] = st[3] = acc_t(0);
+      st(0, ri.row) = st(1, ri.row) = st(2, ri.row) = st(3, ri.row) = st(4, ri.row) = acc_t(0);
     }
     return;
   }
   CUDA_KERNEL_ASSERT(t >= 0 && t < l.C && "taylorglo: target class index out of range [0, C)");
   if (t < 0 || t >= l.C) {  // reached only where device asserts are compiled out
-    if (ri.lane == 0) loss[ri.row] = st[0] = st[1] = st[2] = st[3] = std::numeric_limits<acc_t>::quiet_NaN();
+    constexpr acc_t kNaN = std::numeric_limits<acc_t>::quiet_NaN();
+    if (ri.lane == 0) loss[ri.row] = st(0, ri.row) = st(1, ri.row) = st(2, ri.row) = st(3, ri.row) = st(4, ri.row) = kNaN;
     return;
   }
 
@@ -244,10 +245,11 @@ __global__ void __launch_bounds__(GROUP >= 256 ? GROUP : 256)
   const acc_t pt = e_t * inv;
   lossv += poly(B, K, pt);
   loss[ri.row] = -lossv;
-  st[0] = s.M;
-  st[1] = inv;
-  st[2] = Q;
-  st[3] = s.R[1] * inv;
+  st(0, ri.row) = s.M;
+  st(1, ri.row) = inv;
+  st(2, ri.row) = Q + poly_derivative(B, K, pt) * pt;
+  st(3, ri.row) = Q;
+  st(4, ri.row) = s.R[1] * inv;
 }
 
 template <typename scalar_t, typename acc_t, int KMAX, int GROUP>
@@ -269,12 +271,9 @@ __global__ void __launch_bounds__(GROUP >= 256 ? GROUP : 256)
 #pragma unroll
   for (int m = 0; m <= KMAX; ++m) dA[m] = (m < K) ? acc_t(m + 1) * coef[m + 1] : acc_t(0);
   const acc_t* B = coef + (K + 1);
-  const acc_t* st = stats + 4 * ri.row;
-  const acc_t M = st[0], inv = st[1], Q = st[2], omp = st[3];
+  const RowStats<const acc_t> st{stats, l.rows};
+  const acc_t M = st(0, ri.row), inv = st(1, ri.row), D = st(2, ri.row), Q = st(3, ri.row), omp = st(4, ri.row);
   const acc_t gscale = -grad_loss[ri.row];
-  // p_t and D = Q + B'(p_t) p_t as the forward computed them (NaN statistics make everything NaN).
-  const acc_t pt = dev_exp(static_cast<acc_t>(logits[ri.base + t * l.inner]) - M) * inv;
-  const acc_t D = Q + poly_derivative(B, K, pt) * pt;
   for (int64_t j = ri.lane; j < l.C; j += GROUP) {
     const int64_t off = ri.base + j * l.inner;
     const acc_t p = dev_exp(static_cast<acc_t>(logits[off]) - M) * inv;
@@ -335,9 +334,10 @@ __global__ void __launch_bounds__(GROUP >= 256 ? GROUP : 256)
   dsum = group_sum<acc_t, GROUP>(dsum, smem);
   if (ri.lane == 0) {
     loss[ri.row] = -fsum;
-    stats[3 * ri.row] = M;
-    stats[3 * ri.row + 1] = inv;
-    stats[3 * ri.row + 2] = dsum;
+    const RowStats<acc_t> st{stats, l.rows};
+    st(0, ri.row) = M;
+    st(1, ri.row) = inv;
+    st(2, ri.row) = dsum;
   }
 }
 
@@ -348,7 +348,8 @@ __global__ void __launch_bounds__(GROUP >= 256 ? GROUP : 256)
                          const acc_t* __restrict__ stats, scalar_t* __restrict__ grad, const RowLayout l, const int K) {
   const RowIndex ri = row_index<GROUP>(l);
   if (!ri.valid) return;
-  const acc_t M = stats[3 * ri.row], inv = stats[3 * ri.row + 1], D = stats[3 * ri.row + 2];
+  const RowStats<const acc_t> st{stats, l.rows};
+  const acc_t M = st(0, ri.row), inv = st(1, ri.row), D = st(2, ri.row);
   const acc_t gscale = -grad_loss[ri.row];
   for (int64_t j = ri.lane; j < l.C; j += GROUP) {
     const int64_t off = ri.base + j * l.inner;
