@@ -1,12 +1,17 @@
-"""Build the taylorglo extension: C++ CPU kernels always, CUDA kernels whenever a toolkit is found.
+"""Build the taylorglo extension: the C++ CPU kernels always, the CUDA kernels when there is a use for them.
 
-The CUDA kernels are compiled even when no GPU is visible (cross-compiling for the architectures in
-``TORCH_CUDA_ARCH_LIST``, default below). Set ``TAYLORGLO_CUDA=0`` to force a CPU-only build.
+The CUDA kernels are compiled when a GPU is visible, when ``TORCH_CUDA_ARCH_LIST`` is set (cross-
+compiling for those architectures with no GPU), or when ``TAYLORGLO_CUDA=1`` asks for them (with no
+GPU and no arch list: for ``8.0;9.0+PTX``; an error if torch or the toolkit cannot build them).
+Otherwise the build is CPU-only and says in one line how to include CUDA. ``TAYLORGLO_CUDA=0``
+forces a CPU-only build. The CPU kernels are six translation units (three CPU capabilities x hard
+and soft labels), compiled in parallel by ninja, without debug information.
 """
 
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import re
 import shutil
@@ -17,8 +22,15 @@ from setuptools import setup
 DEFAULT_CUDA_ARCHS = "8.0;9.0+PTX"
 
 
+# pip runs this file for metadata too; only the commands that compile say what they build, once.
+_BUILDING = bool(
+    {"build", "build_ext", "bdist_wheel", "editable_wheel", "develop", "install"} & set(sys.argv[1:])
+)
+
+
 def _log(msg: str) -> None:
-    print(f"taylorglo setup: {msg}", file=sys.stderr)
+    if _BUILDING:
+        print(f"taylorglo setup: {msg}", file=sys.stderr)
 
 
 def _find_cuda_home() -> str | None:
@@ -50,28 +62,56 @@ def _find_cuda_home() -> str | None:
 
 
 def _configure_cuda() -> bool:
-    if os.environ.get("TAYLORGLO_CUDA", "1") == "0":
+    """Whether to compile the CUDA kernels; sets CUDA_HOME (and the arch list) when so."""
+    request = os.environ.get("TAYLORGLO_CUDA", "")
+    if request not in ("", "0", "1"):
+        raise SystemExit(
+            f"taylorglo setup: TAYLORGLO_CUDA must be 0 (CPU only) or 1 (with CUDA), got {request!r}"
+        )
+    if request == "0":
         _log("TAYLORGLO_CUDA=0: building the CPU kernels only")
         return False
     import torch
 
-    if torch.version.cuda is None:
-        _log(f"torch {torch.__version__} has no CUDA support: building the CPU kernels only")
+    arch_list = os.environ.get("TORCH_CUDA_ARCH_LIST", "")
+    if request == "1":
+        reason = "TAYLORGLO_CUDA=1"
+    elif arch_list:
+        reason = f"TORCH_CUDA_ARCH_LIST={arch_list}"
+    elif torch.version.cuda is not None and torch.cuda.is_available():
+        reason = "a GPU is visible"
+    else:
+        _log(
+            "no GPU visible and TORCH_CUDA_ARCH_LIST unset: building the CPU kernels only "
+            "(to include the CUDA kernels, set TAYLORGLO_CUDA=1 or TORCH_CUDA_ARCH_LIST, e.g. '9.0')"
+        )
         return False
-    root = _find_cuda_home()
+    root = None if torch.version.cuda is None else _find_cuda_home()
     if root is None:
-        _log("no CUDA toolkit (nvcc) found: building the CPU kernels only")
+        problem = (
+            f"torch {torch.__version__} has no CUDA support"
+            if torch.version.cuda is None
+            else "no CUDA toolkit (nvcc) found"
+        )
+        if request == "1":
+            raise SystemExit(f"taylorglo setup: TAYLORGLO_CUDA=1 asks for the CUDA kernels, but {problem}")
+        _log(f"{reason}, but {problem}: building the CPU kernels only")
         return False
     os.environ["CUDA_HOME"] = root
-    if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+    if not arch_list and not torch.cuda.is_available():
         os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_CUDA_ARCHS
-        _log(f"no GPU visible: compiling CUDA kernels for TORCH_CUDA_ARCH_LIST={DEFAULT_CUDA_ARCHS}")
-    _log(f"building CUDA kernels with the toolkit in {root}")
+        arch_list = DEFAULT_CUDA_ARCHS
+    _log(
+        f"{reason}: building the CUDA kernels too, with the toolkit in {root}"
+        + (f" for TORCH_CUDA_ARCH_LIST={arch_list}" if arch_list else " for the visible GPU")
+    )
     return True
 
 
 def _extensions():
     with_cuda = _configure_cuda()
+    if not with_cuda:  # its "No CUDA runtime is found, using CUDA_HOME=..." concerns CUDA builds only
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     # Import only after CUDA_HOME is set: torch reads it when the module is imported.
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
 
@@ -79,7 +119,10 @@ def _extensions():
     sources = sorted(
         glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp"))
     )
-    cxx_flags = ["-O3", "-fdiagnostics-color=always"]
+    # -g0: Python's CFLAGS carry -g, whose debug information was 40% of the kernels' compile time and
+    # 90% of the library (65 MB). Torch's headers hold clang/nvcc pragmas, and their vector types
+    # draw ABI notes under the AVX target pragmas (the kernels pass only tensors across files).
+    cxx_flags = ["-O3", "-g0", "-Wno-unknown-pragmas", "-Wno-psabi", "-fdiagnostics-color=always"]
     if sys.platform.startswith("linux"):
         cxx_flags.append("-fopenmp")
     include_dirs = [os.path.join(here, "csrc")]

@@ -60,10 +60,11 @@ void check_first_order(const at::Tensor& grad_loss, const at::Tensor& logits) {
               "for second-order gradients use TaylorLoss(..., backend='reference')");
 }
 
-// p as (rows, C) in the accumulation type, rows in the kernels' order: p = exp(z - lse).
+// p as (rows, C) in the accumulation type, rows in the kernels' order: p = exp(z - M) * (1/S), as the
+// kernels compute it from the statistics (M, 1/S, ...).
 at::Tensor probabilities(const at::Tensor& logits, const at::Tensor& stats) {
   const at::Tensor z = logits.to(stats.scalar_type()).movedim(1, -1).reshape_symint({-1, logits.sym_size(1)});
-  return at::exp(z - stats.select(1, 0).unsqueeze(1));
+  return at::exp(z - stats.select(0, 0).unsqueeze(1)) * stats.select(0, 1).unsqueeze(1);
 }
 
 // (..., K+1): v^0 .. v^K along a new last dimension.
@@ -83,9 +84,11 @@ variable_list hard_input_grads(AutogradContext* ctx, const at::Tensor& grad_rows
   if (ctx->needs_input_grad(2)) {
     // d loss / d A_m = -sum_{c != t} p_c^m,  d loss / d B_m = -p_t^m  (ignored rows: 0).
     const int64_t order = coef.sym_size(1).guard_int(__FILE__, __LINE__) - 1;
-    const at::Tensor pw = powers(probabilities(logits, stats), order);  // (rows, C, K+1)
     const at::Tensor t = target.reshape({-1});
     const at::Tensor valid = t.ne(ignore_index);
+    // Ignored rows have zero statistics: exp(z - 0) * 0 would be NaN where exp(z) overflows.
+    const at::Tensor p = at::where(valid.unsqueeze(1), probabilities(logits, stats), 0);
+    const at::Tensor pw = powers(p, order);  // (rows, C, K+1)
     const at::Tensor tc = at::where(valid, t, at::zeros_like(t)).view({-1, 1, 1}).expand({-1, 1, order + 1});
     const at::Tensor pt_pw = pw.gather(1, tc).squeeze(1);
     const at::Tensor basis = at::stack({pw.sum(1) - pt_pw, pt_pw}, 1) * valid.view({-1, 1, 1});

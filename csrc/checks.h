@@ -1,8 +1,13 @@
 // Argument checks shared by the CPU and CUDA kernels: every message names the argument and the value.
 #pragma once
 
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/macros/Macros.h>
 #include <c10/util/Exception.h>
+
+#include <tuple>
+#include <vector>
 
 namespace taylorglo {
 
@@ -13,6 +18,17 @@ struct RowLayout {
   int64_t rows;   // number of positions: N * d1 * ... * dk
   int64_t C;      // classes (dim 1)
   int64_t inner;  // d1 * ... * dk: stride between consecutive classes of one row
+};
+
+// The forward ops' per-row statistics, a (width, rows) tensor: statistic q of row r at
+// data[q * rows + r], so that neighbouring rows (a CPU lane tile, neighbouring CUDA threads) read
+// and write each statistic together.
+template <typename acc_t>
+struct RowStats {
+  acc_t* data;
+  int64_t rows;
+  C10_HOST_DEVICE acc_t* column(int q) const { return data + q * rows; }
+  C10_HOST_DEVICE acc_t& operator()(int q, int64_t r) const { return data[q * rows + r]; }
 };
 
 inline RowLayout check_logits(const at::Tensor& logits) {
@@ -74,8 +90,8 @@ inline void check_soft_target(const at::Tensor& target, const at::Tensor& logits
 }
 
 inline void check_stats(const at::Tensor& stats, const RowLayout& l, int64_t width, const at::Tensor& logits) {
-  TORCH_CHECK(stats.dim() == 2 && stats.size(0) == l.rows && stats.size(1) == width,
-              "taylorglo: stats must have shape (", l.rows, ", ", width, "), got ", stats.sizes());
+  TORCH_CHECK(stats.dim() == 2 && stats.size(0) == width && stats.size(1) == l.rows,
+              "taylorglo: stats must have shape (", width, ", ", l.rows, "), got ", stats.sizes());
   TORCH_CHECK(stats.scalar_type() == acc_type(logits) && stats.is_contiguous() && stats.device() == logits.device(),
               "taylorglo: stats must be a contiguous ", acc_type(logits), " tensor on ", logits.device());
 }
@@ -101,7 +117,7 @@ struct OpArgs {
   RowLayout l;
   int K;
   bool hard;
-  int64_t stats_width() const { return hard ? 4 : 2; }
+  int64_t stats_width() const { return hard ? 5 : 3; }  // see the op contract in taylor_loss.cpp
 };
 
 inline OpArgs check_forward_args(const at::Tensor& logits, const at::Tensor& target, const at::Tensor& coef,
@@ -134,7 +150,7 @@ inline OpArgs check_backward_args(const at::Tensor& grad_loss, const at::Tensor&
 // Per-position loss (the logits' shape without dim 1) and per-row statistics, in the accumulation type.
 inline std::tuple<at::Tensor, at::Tensor> forward_outputs(const OpArgs& a) {
   const auto opts = a.logits.options().dtype(acc_type(a.logits));
-  return {at::empty(loss_shape(a.logits), opts), at::empty({a.l.rows, a.stats_width()}, opts)};
+  return {at::empty(loss_shape(a.logits), opts), at::empty({a.stats_width(), a.l.rows}, opts)};
 }
 
 }  // namespace taylorglo

@@ -11,10 +11,16 @@
 //                the kernels read only the entries with i + m <= K (the others must be zero).
 //
 // With g = df/dp the gradient is  dL/dz_j = -p_j (g_j - D),  D = sum_k g_k p_k  (Gonzalez & Miikkulainen 2021).
-// Forward ops return the per-position loss and per-row statistics that make the backward one pass:
-//   hard: stats (rows, 4) = (lse, D, Q, 1 - p_t) with Q = sum_{k != t} A'(p_k) p_k, so the target
+// Forward ops return the per-position loss and per-row statistics that make the backward one pass.
+// The backward recomputes p_j = exp(z_j - M) * (1/S) exactly as the forward did, from the row max M
+// and the inverse sum 1/S, S = sum_k exp(z_k - M). (A saved float32 lse = M + log S would be rounded
+// to the spacing of M: up to 1e-3 relative error in p for logits near 3e4.) The statistics are a
+// (width, rows) tensor, one statistic per row of it, so that neighbouring positions (a CPU lane
+// tile, neighbouring CUDA threads) read and write each statistic together:
+//   hard: stats (5, rows) = (M, 1/S, D, Q, 1 - p_t) with Q = sum_{k != t} A'(p_k) p_k, so the target
 //         gradient  -p_t (B'(p_t)(1 - p_t) - Q)  never forms 1 - p_t by cancellation;
-//   soft: stats (rows, 2) = (lse, D).
+//   soft: stats (3, rows) = (M, 1/S, D).
+//   A row with a NaN or infinite logit has NaN statistics (M is NaN), an ignored row zeros.
 // Logits are (N, C, d1, ..., dk), contiguous; a "row" is one (n, d1..dk) position. Loss and stats are
 // in the logits' accumulation type (float32 for 16-bit inputs), gradients in the logits' dtype.
 

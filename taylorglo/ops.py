@@ -78,7 +78,7 @@ if EXTENSION_ERROR is None:
         )
         acc = _acc_dtype(logits)
         return logits.new_empty(_loss_shape(logits), dtype=acc), logits.new_empty(
-            (_rows(logits), 4), dtype=acc
+            (5, _rows(logits)), dtype=acc
         )
 
     @torch.library.register_fake("taylorglo::soft_forward")
@@ -88,7 +88,7 @@ if EXTENSION_ERROR is None:
         )
         acc = _acc_dtype(logits)
         return logits.new_empty(_loss_shape(logits), dtype=acc), logits.new_empty(
-            (_rows(logits), 2), dtype=acc
+            (3, _rows(logits)), dtype=acc
         )
 
     @torch.library.register_fake("taylorglo::hard_backward")

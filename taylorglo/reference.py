@@ -65,8 +65,11 @@ def taylor_loss_reference(
     if unbatched:
         logits, target = logits.unsqueeze(0), target.unsqueeze(0)
     compute_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    params = torch.as_tensor(params, device=logits.device)
-    params = params.to(compute_dtype)
+    # A sequence goes straight to the compute dtype: through torch's default float32 it would be rounded.
+    if isinstance(params, torch.Tensor):
+        params = params.to(device=logits.device, dtype=compute_dtype)
+    else:
+        params = torch.tensor([float(v) for v in params], dtype=compute_dtype, device=logits.device)
     if order is None:
         order = infer_order(params.numel(), variables)
     if "t" in variables:

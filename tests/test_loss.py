@@ -608,3 +608,110 @@ def test_cuda_kernel_is_used_and_matches_cpu():
     )
     torch.testing.assert_close(gpu[0].cpu(), cpu[0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(gpu[1].cpu(), cpu[1], rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Precision when the logits share a large offset (softmax is shift-invariant; the kernels must be too)
+
+OFFSETS = [0.0, 1e3, 1e4, 3e4]
+PRECISION_DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+    ),
+]
+# The layouts of the kernels: many classes one row at a time, few classes in transposed lane tiles,
+# N-d inputs in strided lane tiles (CUDA: a warp per row, a thread per row).
+LAYOUTS = {"rows": (64, 1000), "few-classes": (256, 5), "n-d": (4, 21, 8, 8)}
+# Largest relative gradient error, max |g - g64| / max |g64|. float32: what the polynomial's float32
+# evaluation costs at any offset (~1e-6 for WORKED; F.cross_entropy's is ~3e-7), where a saved
+# float32 log-sum-exp made it 7e-5 at offset 1e3 and 2e-3 at 3e4. 16-bit: twice the unit roundoff
+# of the dtype (2^-8 for bfloat16, 2^-11 for float16): the gradient rounded to it once, plus the
+# float32 computation (where a row is nearly one-hot, as float16 logits near 3e4 make it, the
+# reference's own float32 path is off by 1.3 unit roundoffs too).
+GRADIENT_BOUND = {torch.float32: 5e-6, torch.bfloat16: 2 * 2**-8, torch.float16: 2 * 2**-11}
+
+
+def offset_case(shape, dtype, device, offset, soft, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = (offset + 3 * torch.randn(shape, generator=g, dtype=torch.float64)).to(dtype)
+    if soft:
+        target = torch.softmax(torch.randn(shape, generator=g, dtype=torch.float64), dim=1).to(dtype)
+    else:
+        target = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=g)
+    return logits.to(device), target.to(device)
+
+
+def relative_gradient_error(logits, target, reduction="mean"):
+    """The kernel's gradient against the float64 reference on the same (rounded) logits."""
+    params = torch.tensor(WORKED, dtype=torch.float64, device=logits.device)
+    _, grad = loss_and_grad(taylor_loss, logits, target, params=params, backend="kernel", reduction=reduction)
+    target64 = target.double() if target.is_floating_point() else target
+    _, oracle = loss_and_grad(
+        taylor_loss_reference, logits.double(), target64, params=params, reduction=reduction
+    )
+    return ((grad.double() - oracle).abs().max() / oracle.abs().max()).item()
+
+
+@pytest.mark.parametrize("device", PRECISION_DEVICES)
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])
+@pytest.mark.parametrize("offset", OFFSETS)
+def test_float32_gradient_stays_exact_when_logits_share_a_large_offset(device, layout, soft, offset):
+    logits, target = offset_case(LAYOUTS[layout], torch.float32, device, offset, soft)
+    assert relative_gradient_error(logits, target) <= GRADIENT_BOUND[torch.float32]
+
+
+@pytest.mark.parametrize("device", PRECISION_DEVICES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])
+def test_16bit_gradient_is_rounded_only_once_at_every_offset(device, dtype, layout, soft):
+    # The sum keeps the gradients far from the 16-bit subnormals, whose absolute spacing would
+    # dominate the error of a mean over many positions.
+    for offset in OFFSETS:
+        logits, target = offset_case(LAYOUTS[layout], dtype, device, offset, soft)
+        err = relative_gradient_error(logits, target, reduction="sum")
+        assert err <= GRADIENT_BOUND[dtype], (offset, err)
+
+
+@pytest.mark.parametrize("device", PRECISION_DEVICES)
+@pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])
+def test_params_gradient_stays_exact_when_logits_share_a_large_offset(device, soft):
+    logits, target = offset_case((64, 100), torch.float32, device, 3e4, soft)
+    if not soft:
+        target[::7] = -100
+    grads = []
+    for fn, z, tgt in (
+        (functools.partial(taylor_loss, backend="kernel"), logits, target),
+        (taylor_loss_reference, logits.double(), target.double() if soft else target),
+    ):
+        params = torch.tensor(WORKED, dtype=torch.float64, device=device, requires_grad=True)
+        fn(z, tgt, params).backward()
+        grads.append(params.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-5 * grads[1].abs().max().item())
+
+
+def test_params_gradient_is_finite_with_ignored_rows_of_large_logits():
+    # Ignored rows have zero statistics; their probabilities must not be formed from exp(z) alone.
+    logits = torch.randn(4, 6) + torch.tensor([[0.0], [200.0], [0.0], [0.0]])
+    target = torch.tensor([0, -100, 2, 3])
+    params = torch.tensor(WORKED, dtype=torch.float64, requires_grad=True)
+    taylor_loss(logits, target, params, backend="kernel").backward()
+    assert torch.isfinite(params.grad).all()
+
+
+def test_reference_keeps_float64_list_params_in_float64():
+    # Order 2, written out here: f(x, y) = a (y - cy) + b (y - cy)^2 + c (x - cx)(y - cy).
+    params = [0.1, 1 / 3, -0.7, 0.3, 0.6]  # none of them is a float32 value
+    a, b, c, cx, cy = params
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(16, 7, generator=g, dtype=torch.float64)
+    target = torch.randint(0, 7, (16,), generator=g)
+    p = torch.softmax(logits, dim=1)
+    x = F.one_hot(target, 7).double()
+    expected = -(a * (p - cy) + b * (p - cy) ** 2 + c * (x - cx) * (p - cy)).sum(1)
+    for sequence in (params, tuple(params)):
+        out = taylor_loss_reference(logits, target, sequence, reduction="none")
+        assert out.dtype == torch.float64
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-15)

@@ -1,7 +1,8 @@
 // CPU ops of the Taylor loss: argument checks, output allocation, and the choice of the kernel build
 // (AVX-512, AVX2 or portable) for this CPU, made once at load time.
 
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
 #include <cstdlib>

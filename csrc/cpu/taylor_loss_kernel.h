@@ -19,14 +19,21 @@
 // in registers) and a run-time value for the others. Peak extra memory: the gradient plus O(C V) per
 // thread.
 //
-// This file is compiled once per CPU capability (kernel_default.cpp, kernel_avx2.cpp,
-// kernel_avx512.cpp), each time in its own namespace TAYLORGLO_CPU_NS; taylor_loss_cpu.cpp picks one
-// at run time.
+// This file is compiled once per CPU capability (default, AVX2, AVX-512) and label kind, each time in
+// the capability's namespace TAYLORGLO_CPU_NS: kernel_<capability>_hard.cpp defines
+// TAYLORGLO_KERNELS_HARD and gets hard_forward/hard_backward, kernel_<capability>_soft.cpp defines
+// TAYLORGLO_KERNELS_SOFT and gets soft_forward/soft_backward. Six translation units of similar size,
+// so that a parallel build compiles them side by side; taylor_loss_cpu.cpp picks a capability at
+// run time.
 
-#include <ATen/ATen.h>
+#if defined(TAYLORGLO_KERNELS_HARD) == defined(TAYLORGLO_KERNELS_SOFT)
+#error "define exactly one of TAYLORGLO_KERNELS_HARD and TAYLORGLO_KERNELS_SOFT before including taylor_loss_kernel.h"
+#endif
+
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
@@ -378,7 +385,7 @@ inline Vectorized<acc_t> lane_targets(const int64_t* t_data, int64_t r0, int64_t
 
 template <typename acc_t, typename Tile, typename OrderT>
 void hard_forward_tile(const Tile& T, const int64_t* t_data, const acc_t* A, const acc_t* B, int64_t C,
-                       int64_t ignore_index, acc_t* loss_data, acc_t* st, OrderT ord) {
+                       int64_t ignore_index, acc_t* loss_data, const RowStats<acc_t>& st, OrderT ord) {
   using Vec = Vectorized<acc_t>;
   constexpr acc_t kNegInf = -std::numeric_limits<acc_t>::infinity();
   const int K = ord();
@@ -409,44 +416,39 @@ void hard_forward_tile(const Tile& T, const int64_t* t_data, const acc_t* A, con
   }
   const Vec pt = e_t * inv;
   lossv = lossv + vpoly(B, K, pt);
-  const Vec dB = vpoly_derivative(B, K, pt);
-  __at_align__ acc_t out[5][Vec::size()];
-  (Vec(acc_t(0)) - lossv).store(out[0]);
-  (M + total.log()).store(out[1]);
-  at::vec::fmadd(dB, pt, Q).store(out[2]);
-  Q.store(out[3]);
-  (R[1] * inv).store(out[4]);
-  __at_align__ acc_t maxima[Vec::size()];
-  M.store(maxima);
-  for (int64_t k = 0; k < T.n; ++k) {
-    const int64_t r = T.r0 + k;
-    const bool ignored = t_data[r] == ignore_index;
-    const acc_t bad = std::isfinite(maxima[k]) ? acc_t(0) : kNaN<acc_t>;  // NaN or +-inf logits: NaN
-    loss_data[r] = ignored ? acc_t(0) : out[0][k] + bad;
-    for (int q = 0; q < 4; ++q) st[4 * r + q] = ignored ? acc_t(0) : out[q + 1][k] + bad;
-  }
+  const Vec D = at::vec::fmadd(vpoly_derivative(B, K, pt), pt, Q);
+  // The tile's rows are neighbours in the loss and in every statistic's column: one store each.
+  // M - M is 0 where the max is finite and NaN where a logit is NaN or infinite; ignored rows get 0.
+  const Vec bad = M - M, valid = tv >= Vec(acc_t(0));
+  auto put = [&](acc_t* column, const Vec& v) {
+    Vec::blendv(Vec(acc_t(0)), v + bad, valid).store(column + T.r0, T.n);
+  };
+  put(loss_data, Vec(acc_t(0)) - lossv);
+  put(st.column(0), M);
+  put(st.column(1), inv);
+  put(st.column(2), D);
+  put(st.column(3), Q);
+  put(st.column(4), R[1] * inv);
 }
 
 template <typename acc_t, typename Tile, typename OrderT>
 void hard_backward_tile(const Tile& T, const acc_t* go, const int64_t* t_data, const acc_t* dA, const acc_t* B,
-                        const acc_t* st, int64_t C, int64_t ignore_index, OrderT ord) {
+                        const RowStats<const acc_t>& st, int64_t C, int64_t ignore_index, OrderT ord) {
   using Vec = Vectorized<acc_t>;
   const int K = ord();
   const Vec tv = lane_targets<acc_t>(t_data, T.r0, T.n, C, ignore_index);
-  __at_align__ acc_t lane[5][Vec::size()] = {};
-  for (int64_t k = 0; k < T.n; ++k) {
-    for (int q = 0; q < 4; ++q) lane[q][k] = st[4 * (T.r0 + k) + q];
-    lane[4][k] = -go[T.r0 + k];
-  }
-  const Vec lse = Vec::loadu(lane[0]), D = Vec::loadu(lane[1]), Q = Vec::loadu(lane[2]), omp = Vec::loadu(lane[3]);
-  const Vec gscale = Vec::loadu(lane[4]);
+  // Unused lanes load zeros; ignored rows have zero statistics.
+  const Vec M = Vec::loadu(st.column(0) + T.r0, T.n), inv = Vec::loadu(st.column(1) + T.r0, T.n);
+  const Vec D = Vec::loadu(st.column(2) + T.r0, T.n), Q = Vec::loadu(st.column(3) + T.r0, T.n);
+  const Vec omp = Vec::loadu(st.column(4) + T.r0, T.n);
+  const Vec gscale = Vec(acc_t(0)) - Vec::loadu(go + T.r0, T.n);
   const Vec valid = tv >= Vec(acc_t(0));
   for (int64_t j = 0; j < C; ++j) {
-    const Vec p = vexp(T.zj(j) - lse);
+    const Vec p = vexp(T.zj(j) - M) * inv;
     const Vec g_other = vpoly(dA, K - 1, p) - D;
     const Vec g_target = vpoly_derivative(B, K, p) * omp - Q;  // g_t - D without cancellation
     const Vec g = Vec::blendv(g_other, g_target, tv == Vec(acc_t(j)));
-    const Vec out = Vec::blendv(Vec(kNaN<acc_t>), gscale * p * g, lse == lse);  // NaN statistics: NaN
+    const Vec out = Vec::blendv(Vec(kNaN<acc_t>), gscale * p * g, M == M);  // NaN statistics: NaN
     T.store_g(j, Vec::blendv(Vec(acc_t(0)), out, valid));                        // ignored rows: exact zeros
   }
 }
@@ -462,7 +464,7 @@ void hard_forward_impl(const at::Tensor& logits, const at::Tensor& target, const
   const acc_t* A = coef.data_ptr<acc_t>();
   const acc_t* B = A + (ord() + 1);
   acc_t* loss_data = loss.data_ptr<acc_t>();
-  acc_t* st = stats.data_ptr<acc_t>();
+  const RowStats<acc_t> st{stats.data_ptr<acc_t>(), l.rows};
   const int64_t C = l.C;
   if (use_lanes(l, /*forward=*/true)) {
     for_each_tile<acc_t>(l, z_data, static_cast<const scalar_t*>(nullptr), static_cast<scalar_t*>(nullptr),
@@ -472,17 +474,15 @@ void hard_forward_impl(const at::Tensor& logits, const at::Tensor& target, const
   for_each_row<acc_t>(l, 0, [&](int64_t r, acc_t*) {
     const int K = ord();
     const int64_t t = t_data[r];
-    acc_t* s = st + 4 * r;
     if (t == ignore_index) {
-      loss_data[r] = 0;
-      s[0] = s[1] = s[2] = s[3] = 0;
+      loss_data[r] = st(0, r) = st(1, r) = st(2, r) = st(3, r) = st(4, r) = 0;
       return;
     }
     check_target(t, r, C, ignore_index);
     const scalar_t* z = z_data + r * C;
     const acc_t zmax = row_max<acc_t>(z, C);
     if (!std::isfinite(zmax)) {  // NaN or +-inf logits: NaN loss and statistics
-      loss_data[r] = s[0] = s[1] = s[2] = s[3] = kNaN<acc_t>;
+      loss_data[r] = st(0, r) = st(1, r) = st(2, r) = st(3, r) = st(4, r) = kNaN<acc_t>;
       return;
     }
     // R_m = sum_{j != t} e_j^m, e_j = exp(z_j - zmax); the target is masked to -inf in its vector.
@@ -516,10 +516,11 @@ void hard_forward_impl(const at::Tensor& logits, const at::Tensor& target, const
     const acc_t pt = e_t * inv;
     lossv += poly(B, K, pt);
     loss_data[r] = -lossv;
-    s[0] = zmax + std::log(total);
-    s[1] = Q + poly_derivative(B, K, pt) * pt;
-    s[2] = Q;
-    s[3] = R[1] * inv;
+    st(0, r) = zmax;
+    st(1, r) = inv;
+    st(2, r) = Q + poly_derivative(B, K, pt) * pt;
+    st(3, r) = Q;
+    st(4, r) = R[1] * inv;
   });
 }
 
@@ -536,7 +537,7 @@ void hard_backward_impl(const at::Tensor& grad_loss, const at::Tensor& logits, c
   const acc_t* A = coef.data_ptr<acc_t>();
   const acc_t* B = A + (K + 1);
   const acc_t* go = grad_loss.data_ptr<acc_t>();
-  const acc_t* st = stats.data_ptr<acc_t>();
+  const RowStats<const acc_t> st{stats.data_ptr<acc_t>(), l.rows};
   const int64_t C = l.C;
   // Derivative coefficients of A: A'(p) = sum_{m=0..K-1} dA_m p^m.
   std::array<acc_t, kMaxOrder + 1> dA{};
@@ -557,22 +558,21 @@ void hard_backward_impl(const at::Tensor& grad_loss, const at::Tensor& logits, c
       return;
     }
     check_target(t, r, C, ignore_index);
-    const acc_t* s = st + 4 * r;
-    const acc_t lse = s[0], D = s[1], Q = s[2], omp = s[3];
+    const acc_t zmax = st(0, r), inv = st(1, r), D = st(2, r), Q = st(3, r), omp = st(4, r);
     const acc_t gscale = -go[r];
-    if (std::isnan(lse)) {  // NaN or +-inf logits
+    if (std::isnan(zmax)) {  // NaN or +-inf logits
       std::fill(out, out + C, static_cast<scalar_t>(kNaN<acc_t>));
       return;
     }
-    const Vec vlse(lse), vD(D), vscale(gscale);
+    const Vec vmax(zmax), vinv(inv), vD(D), vscale(gscale);
     map_row<acc_t>(z, static_cast<const scalar_t*>(nullptr), out, C, [&](const Vec& zj, const Vec&) {
-      const Vec p = vexp(zj - vlse);
+      const Vec p = vexp(zj - vmax) * vinv;
       Vec gp(dA[K - 1]);
       for (int m = K - 2; m >= 0; --m) gp = at::vec::fmadd(gp, p, Vec(dA[m]));
       return vscale * p * (gp - vD);
     });
     // Target: g_t - D = B'(p_t)(1 - p_t) - Q with 1 - p_t taken from the non-target sums.
-    const acc_t pt = std::exp(static_cast<acc_t>(z[t]) - lse);
+    const acc_t pt = std::exp(static_cast<acc_t>(z[t]) - zmax) * inv;
     out[t] = static_cast<scalar_t>(gscale * pt * (poly_derivative(B, K, pt) * omp - Q));
   });
 }
@@ -581,7 +581,7 @@ void hard_backward_impl(const at::Tensor& grad_loss, const at::Tensor& logits, c
 // Soft labels
 
 template <typename acc_t, typename Tile, typename Poly>
-void soft_forward_tile(const Tile& T, const Poly& P, int64_t C, acc_t* loss_data, acc_t* st) {
+void soft_forward_tile(const Tile& T, const Poly& P, int64_t C, acc_t* loss_data, const RowStats<acc_t>& st) {
   using Vec = Vectorized<acc_t>;
   constexpr acc_t kNegInf = -std::numeric_limits<acc_t>::infinity();
   constexpr int64_t V = Vec::size();
@@ -601,33 +601,21 @@ void soft_forward_tile(const Tile& T, const Poly& P, int64_t C, acc_t* loss_data
     fsum = fsum + f;
     dsum = at::vec::fmadd(g, p, dsum);
   }
-  __at_align__ acc_t out[3][Vec::size()];
-  (Vec(acc_t(0)) - fsum).store(out[0]);
-  (M + total.log()).store(out[1]);
-  dsum.store(out[2]);
-  __at_align__ acc_t maxima[Vec::size()];
-  M.store(maxima);
-  for (int64_t k = 0; k < T.n; ++k) {
-    const acc_t bad = std::isfinite(maxima[k]) ? acc_t(0) : kNaN<acc_t>;  // NaN or +-inf logits: NaN
-    loss_data[T.r0 + k] = out[0][k] + bad;
-    st[2 * (T.r0 + k)] = out[1][k] + bad;
-    st[2 * (T.r0 + k) + 1] = out[2][k] + bad;
-  }
+  const Vec bad = M - M;  // 0 where the max is finite, NaN where a logit is NaN or infinite
+  (Vec(acc_t(0)) - fsum + bad).store(loss_data + T.r0, T.n);
+  (M + bad).store(st.column(0) + T.r0, T.n);
+  (inv + bad).store(st.column(1) + T.r0, T.n);
+  (dsum + bad).store(st.column(2) + T.r0, T.n);
 }
 
 template <typename acc_t, typename Tile, typename Poly>
-void soft_backward_tile(const Tile& T, const Poly& P, const acc_t* go, const acc_t* st, int64_t C) {
+void soft_backward_tile(const Tile& T, const Poly& P, const acc_t* go, const RowStats<const acc_t>& st, int64_t C) {
   using Vec = Vectorized<acc_t>;
-  __at_align__ acc_t lane[3][Vec::size()] = {};
-  for (int64_t k = 0; k < T.n; ++k) {
-    lane[0][k] = st[2 * (T.r0 + k)];
-    lane[1][k] = st[2 * (T.r0 + k) + 1];
-    lane[2][k] = -go[T.r0 + k];
-  }
-  const Vec lse = Vec::loadu(lane[0]), D = Vec::loadu(lane[1]), gscale = Vec::loadu(lane[2]);
+  const Vec M = Vec::loadu(st.column(0) + T.r0, T.n), inv = Vec::loadu(st.column(1) + T.r0, T.n);
+  const Vec D = Vec::loadu(st.column(2) + T.r0, T.n), gscale = Vec(acc_t(0)) - Vec::loadu(go + T.r0, T.n);
   for (int64_t j = 0; j < C; ++j) {
-    const Vec p = vexp(T.zj(j) - lse);
-    T.store_g(j, Vec::blendv(Vec(kNaN<acc_t>), gscale * p * (P.derivative(T.xj(j), p) - D), lse == lse));
+    const Vec p = vexp(T.zj(j) - M) * inv;
+    T.store_g(j, Vec::blendv(Vec(kNaN<acc_t>), gscale * p * (P.derivative(T.xj(j), p) - D), M == M));
   }
 }
 
@@ -641,7 +629,7 @@ void soft_forward_impl(const at::Tensor& logits, const at::Tensor& target, const
   const scalar_t* z_data = logits.data_ptr<scalar_t>();
   const scalar_t* x_data = target.data_ptr<scalar_t>();
   acc_t* loss_data = loss.data_ptr<acc_t>();
-  acc_t* st = stats.data_ptr<acc_t>();
+  const RowStats<acc_t> st{stats.data_ptr<acc_t>(), l.rows};
   const SoftPoly<acc_t, OrderT> P{coef.data_ptr<acc_t>(), nullptr, ord};
   const int64_t C = l.C;
   if (use_lanes(l, /*forward=*/true)) {
@@ -655,7 +643,7 @@ void soft_forward_impl(const at::Tensor& logits, const at::Tensor& target, const
     const scalar_t* x = x_data + r * C;
     const acc_t zmax = row_max<acc_t>(z, C);
     if (!std::isfinite(zmax)) {  // NaN or +-inf logits: NaN loss and statistics
-      loss_data[r] = st[2 * r] = st[2 * r + 1] = kNaN<acc_t>;
+      loss_data[r] = st(0, r) = st(1, r) = st(2, r) = kNaN<acc_t>;
       return;
     }
     const Vec vmax(zmax);
@@ -665,8 +653,8 @@ void soft_forward_impl(const at::Tensor& logits, const at::Tensor& target, const
       e.store(ebuf + j);
       vsum = vsum + e;
     }
-    const acc_t total = reduce_add(vsum);
-    const Vec inv(acc_t(1) / total);
+    const acc_t inv_total = acc_t(1) / reduce_add(vsum);
+    const Vec inv(inv_total);
     Vec vf(acc_t(0)), vd(acc_t(0));
     for (int64_t j = 0; j < C; j += V) {
       const Vec p = Vec::loadu(ebuf + j) * inv;
@@ -677,8 +665,9 @@ void soft_forward_impl(const at::Tensor& logits, const at::Tensor& target, const
       vd = at::vec::fmadd(g, p, vd);
     }
     loss_data[r] = -reduce_add(vf);
-    st[2 * r] = zmax + std::log(total);
-    st[2 * r + 1] = reduce_add(vd);
+    st(0, r) = zmax;
+    st(1, r) = inv_total;
+    st(2, r) = reduce_add(vd);
   });
 }
 
@@ -692,7 +681,7 @@ void soft_backward_impl(const at::Tensor& grad_loss, const at::Tensor& logits, c
   const scalar_t* x_data = target.data_ptr<scalar_t>();
   scalar_t* g_data = grad.data_ptr<scalar_t>();
   const acc_t* go = grad_loss.data_ptr<acc_t>();
-  const acc_t* st = stats.data_ptr<acc_t>();
+  const RowStats<const acc_t> st{stats.data_ptr<acc_t>(), l.rows};
   const std::vector<acc_t> dc = scaled_by_power(coef.data_ptr<acc_t>(), ord());
   const SoftPoly<acc_t, OrderT> P{coef.data_ptr<acc_t>(), dc.data(), ord};
   const int64_t C = l.C;
@@ -704,21 +693,22 @@ void soft_backward_impl(const at::Tensor& grad_loss, const at::Tensor& logits, c
     const scalar_t* z = z_data + r * C;
     const scalar_t* x = x_data + r * C;
     scalar_t* out = g_data + r * C;
-    if (std::isnan(st[2 * r])) {  // NaN or +-inf logits
+    if (std::isnan(st(0, r))) {  // NaN or +-inf logits
       std::fill(out, out + C, static_cast<scalar_t>(kNaN<acc_t>));
       return;
     }
-    const Vec vlse(st[2 * r]), vD(st[2 * r + 1]), vscale(-go[r]);
+    const Vec vmax(st(0, r)), vinv(st(1, r)), vD(st(2, r)), vscale(-go[r]);
     map_row<acc_t>(z, x, out, C, [&](const Vec& zj, const Vec& xj) {
-      const Vec p = vexp(zj - vlse);
+      const Vec p = vexp(zj - vmax) * vinv;
       return vscale * p * (P.derivative(xj, p) - vD);
     });
   });
 }
 
 // ------------------------------------------------------------------------------------------------
-// Kernel table of this capability.
+// The kernels of this translation unit (declared in taylor_loss_cpu.cpp).
 
+#if defined(TAYLORGLO_KERNELS_HARD)
 void hard_forward(const at::Tensor& logits, const at::Tensor& target, const at::Tensor& coef, int64_t ignore_index,
                   at::Tensor& loss, at::Tensor& stats, const RowLayout& l, int K) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "taylorglo_hard_forward", [&] {
@@ -736,6 +726,7 @@ void hard_backward(const at::Tensor& grad_loss, const at::Tensor& logits, const 
   });
 }
 
+#else
 void soft_forward(const at::Tensor& logits, const at::Tensor& target, const at::Tensor& coef, at::Tensor& loss,
                   at::Tensor& stats, const RowLayout& l, int K) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "taylorglo_soft_forward", [&] {
@@ -751,6 +742,7 @@ void soft_backward(const at::Tensor& grad_loss, const at::Tensor& logits, const 
     });
   });
 }
+#endif
 
 }  // namespace TAYLORGLO_CPU_NS
 }  // namespace taylorglo

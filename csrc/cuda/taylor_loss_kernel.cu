@@ -7,7 +7,8 @@
 //    exp(M_old - M_new)^m when the max grows, then merged across the row (warp shuffles, then shared
 //    memory across warps). The target class is folded in at the end, so 1 - p_t = R_1 / total is never
 //    formed by cancellation.
-//  - Backward: one pass; p_j = exp(z_j - lse) from the saved statistics.
+//  - Backward: one pass; p_j = exp(z_j - M) * (1/S) from the saved row max M and inverse sum 1/S,
+//    as the forward computes it (a float32 lse would lose up to 1e-3 of p for logits near 3e4).
 //  - Soft labels: the forward needs p before evaluating f(x, p), so it makes two passes.
 // Launch configuration (chosen in one place, launch_config below): a warp per row for C <= 2048,
 // a 512-thread block per row beyond, and a thread per row for N-d inputs (classes strided by
@@ -34,8 +35,6 @@ namespace {
 
 __device__ __forceinline__ float dev_exp(float x) { return expf(x); }
 __device__ __forceinline__ double dev_exp(double x) { return exp(x); }
-__device__ __forceinline__ float dev_log(float x) { return logf(x); }
-__device__ __forceinline__ double dev_log(double x) { return log(x); }
 
 template <typename acc_t>
 __device__ __forceinline__ acc_t neg_inf() {
@@ -199,17 +198,18 @@ __global__ void __launch_bounds__(GROUP >= 256 ? GROUP : 256)
   const RowIndex ri = row_index<GROUP>(l);
   if (!ri.valid) return;  // uniform per group (GROUP <= 32 is a warp; GROUP > 32 is a block of one row)
   const int64_t t = target[ri.row];
-  acc_t* st = stats + 4 * ri.row;
+  const RowStats<acc_t> st{stats, l.rows};
   if (t == ignore_index) {
     if (ri.lane == 0) {
       loss[ri.row] = acc_t(0);
-      st[0] = st[1] = st[2] = st[3] = acc_t(0);
+      st(0, ri.row) = st(1, ri.row) = st(2, ri.row) = st(3, ri.row) = st(4, ri.row) = acc_t(0);
     }
     return;
   }
   CUDA_KERNEL_ASSERT(t >= 0 && t < l.C && "taylorglo: target class index out of range [0, C)");
   if (t < 0 || t >= l.C) {  // reached only where device asserts are compiled out
-    if (ri.lane == 0) loss[ri.row] = st[0] = st[1] = st[2] = st[3] = std::numeric_limits<acc_t>::quiet_NaN();
+    constexpr acc_t kNaN = std::numeric_limits<acc_t>::quiet_NaN();
+    if (ri.lane == 0) loss[ri.row] = st(0, ri.row) = st(1, ri.row) = st(2, ri.row) = st(3, ri.row) = st(4, ri.row) = kNaN;
     return;
   }
 
@@ -245,10 +245,11 @@ __global__ void __launch_bounds__(GROUP >= 256 ? GROUP : 256)
   const acc_t pt = e_t * inv;
   lossv += poly(B, K, pt);
   loss[ri.row] = -lossv;
-  st[0] = s.M + dev_log(total);
-  st[1] = Q + poly_derivative(B, K, pt) * pt;
-  st[2] = Q;
-  st[3] = s.R[1] * inv;
+  st(0, ri.row) = s.M;
+  st(1, ri.row) = inv;
+  st(2, ri.row) = Q + poly_derivative(B, K, pt) * pt;
+  st(3, ri.row) = Q;
+  st(4, ri.row) = s.R[1] * inv;
 }
 
 template <typename scalar_t, typename acc_t, int KMAX, int GROUP>
@@ -270,12 +271,12 @@ __global__ void __launch_bounds__(GROUP >= 256 ? GROUP : 256)
 #pragma unroll
   for (int m = 0; m <= KMAX; ++m) dA[m] = (m < K) ? acc_t(m + 1) * coef[m + 1] : acc_t(0);
   const acc_t* B = coef + (K + 1);
-  const acc_t* st = stats + 4 * ri.row;
-  const acc_t lse = st[0], D = st[1], Q = st[2], omp = st[3];
+  const RowStats<const acc_t> st{stats, l.rows};
+  const acc_t M = st(0, ri.row), inv = st(1, ri.row), D = st(2, ri.row), Q = st(3, ri.row), omp = st(4, ri.row);
   const acc_t gscale = -grad_loss[ri.row];
   for (int64_t j = ri.lane; j < l.C; j += GROUP) {
     const int64_t off = ri.base + j * l.inner;
-    const acc_t p = dev_exp(static_cast<acc_t>(logits[off]) - lse);
+    const acc_t p = dev_exp(static_cast<acc_t>(logits[off]) - M) * inv;
     acc_t g;
     if (j == t) {
       g = poly_derivative(B, K, p) * omp - Q;  // g_t - D without cancellation
@@ -317,12 +318,13 @@ __global__ void __launch_bounds__(GROUP >= 256 ? GROUP : 256)
   s.init();
   for (int64_t j = ri.lane; j < l.C; j += GROUP) s.add(static_cast<acc_t>(logits[ri.base + j * l.inner]), 1);
   group_reduce<acc_t, 1, GROUP>(s, 1, smem);
-  // A row without a finite logit gets NaN statistics, as on the CPU.
-  const acc_t lse = s.M == neg_inf<acc_t>() ? std::numeric_limits<acc_t>::quiet_NaN() : s.M + dev_log(s.R[1]);
+  // A row without a finite logit gets NaN statistics, as on the CPU (NaN or +inf logits make S NaN).
+  const acc_t M = s.M == neg_inf<acc_t>() ? std::numeric_limits<acc_t>::quiet_NaN() : s.M;
+  const acc_t inv = acc_t(1) / s.R[1];
   acc_t fsum = acc_t(0), dsum = acc_t(0);
   for (int64_t j = ri.lane; j < l.C; j += GROUP) {
     const int64_t off = ri.base + j * l.inner;
-    const acc_t p = dev_exp(static_cast<acc_t>(logits[off]) - lse);
+    const acc_t p = dev_exp(static_cast<acc_t>(logits[off]) - M) * inv;
     acc_t f, g;
     soft_eval(coef, K, static_cast<acc_t>(target[off]), p, f, g);
     fsum += f;
@@ -332,8 +334,10 @@ __global__ void __launch_bounds__(GROUP >= 256 ? GROUP : 256)
   dsum = group_sum<acc_t, GROUP>(dsum, smem);
   if (ri.lane == 0) {
     loss[ri.row] = -fsum;
-    stats[2 * ri.row] = lse;
-    stats[2 * ri.row + 1] = dsum;
+    const RowStats<acc_t> st{stats, l.rows};
+    st(0, ri.row) = M;
+    st(1, ri.row) = inv;
+    st(2, ri.row) = dsum;
   }
 }
 
@@ -344,10 +348,12 @@ __global__ void __launch_bounds__(GROUP >= 256 ? GROUP : 256)
                          const acc_t* __restrict__ stats, scalar_t* __restrict__ grad, const RowLayout l, const int K) {
   const RowIndex ri = row_index<GROUP>(l);
   if (!ri.valid) return;
-  const acc_t lse = stats[2 * ri.row], D = stats[2 * ri.row + 1], gscale = -grad_loss[ri.row];
+  const RowStats<const acc_t> st{stats, l.rows};
+  const acc_t M = st(0, ri.row), inv = st(1, ri.row), D = st(2, ri.row);
+  const acc_t gscale = -grad_loss[ri.row];
   for (int64_t j = ri.lane; j < l.C; j += GROUP) {
     const int64_t off = ri.base + j * l.inner;
-    const acc_t p = dev_exp(static_cast<acc_t>(logits[off]) - lse);
+    const acc_t p = dev_exp(static_cast<acc_t>(logits[off]) - M) * inv;
     acc_t f, g;
     soft_eval(coef, K, static_cast<acc_t>(target[off]), p, f, g);
     grad[off] = static_cast<scalar_t>(gscale * p * (g - D));
