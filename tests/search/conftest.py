@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -52,6 +54,20 @@ def subprocess_env(**extra) -> dict:
     env.pop("TAYLORGLO_SEARCH_FAULT", None)
     env.update(extra)
     return env
+
+
+def run_cli(directory: Path, config: dict | None, fault: str | None = None, timeout: float = 120):
+    """``python -m taylorglo.search run`` in a subprocess: a new experiment from ``config`` (written
+    next to ``directory``) or a resume of ``directory``; ``fault`` sets TAYLORGLO_SEARCH_FAULT."""
+    args = [sys.executable, "-m", "taylorglo.search", "run"]
+    if config is not None:
+        cfg_path = directory.parent / f"{directory.name}.json"
+        cfg_path.write_text(json.dumps(config))
+        args += [str(cfg_path), "--dir", str(directory)]
+    else:
+        args += [str(directory)]
+    env = subprocess_env(**({"TAYLORGLO_SEARCH_FAULT": fault} if fault else {}))
+    return subprocess.run(args + ["--no-progress"], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import journal_without_timing, strategy_fingerprint, subprocess_env, synthetic_config
+from conftest import journal_without_timing, run_cli, strategy_fingerprint, subprocess_env, synthetic_config
 
 from taylorglo.search.runner import run_search
 
@@ -36,18 +36,6 @@ def reference(tmp_path_factory):
     return journal_without_timing(root / "exp"), strategy_fingerprint(root / "exp")
 
 
-def _run_cli(directory: Path, config: dict | None, fault: str | None = None, timeout: float = 60):
-    args = [sys.executable, "-m", "taylorglo.search", "run"]
-    if config is not None:
-        cfg_path = directory.parent / f"{directory.name}.json"
-        cfg_path.write_text(json.dumps(config))
-        args += [str(cfg_path), "--dir", str(directory)]
-    else:
-        args += [str(directory)]
-    env = subprocess_env(**({"TAYLORGLO_SEARCH_FAULT": fault} if fault else {}))
-    return subprocess.run(args + ["--no-progress"], env=env, capture_output=True, text=True, timeout=timeout)
-
-
 def _trainings(marker_dir: Path) -> Counter:
     """How many times each (generation, index) finished training, over all processes."""
     count: Counter = Counter()
@@ -69,11 +57,11 @@ def _trainings(marker_dir: Path) -> Counter:
 def test_kill_at_a_fault_point_then_resume_equals_an_uninterrupted_run(tmp_path, reference, fault):
     markers = tmp_path / "markers"
     exp = tmp_path / "exp"
-    killed = _run_cli(exp, _config(markers), fault=fault)
+    killed = run_cli(exp, _config(markers), fault=fault)
     assert killed.returncode == -9, killed.stderr
     before = {(r["generation"], r["index"]) for r in journal_without_timing(exp)}
     assert 0 < len(before) < POP * GENS
-    resumed = _run_cli(exp, None)
+    resumed = run_cli(exp, None)
     assert resumed.returncode == 0, resumed.stderr
     assert journal_without_timing(exp) == reference[0]
     assert strategy_fingerprint(exp) == reference[1]
@@ -104,7 +92,7 @@ def test_kill_9_during_training_with_worker_processes_then_resume(tmp_path, refe
     before = {(r["generation"], r["index"]) for r in journal_without_timing(exp)}
     assert POP <= len(before) < POP * GENS
     time.sleep(1.5)  # orphaned workers notice the dead host and exit
-    resumed = _run_cli(exp, None)
+    resumed = run_cli(exp, None)
     assert resumed.returncode == 0, resumed.stderr
     assert journal_without_timing(exp) == reference[0]
     assert strategy_fingerprint(exp) == reference[1]

@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import journal_without_timing, strategy_fingerprint, subprocess_env, synthetic_config
+from conftest import journal_without_timing, run_cli, strategy_fingerprint, subprocess_env, synthetic_config
 
 from taylorglo.polynomial import TaylorPolynomial, canonical_dimension, check_invariant, parameter_count
 from taylorglo.search.baselines import run_baselines
@@ -127,18 +127,6 @@ def test_worst_fitness_aggregates_by_the_worst_seed(tmp_path):
         assert c["fitness"] == max(c["fitnesses"])
 
 
-def _run_cli(directory: Path, config: dict | None, fault: str | None = None):
-    args = [sys.executable, "-m", "taylorglo.search", "run"]
-    if config is not None:
-        cfg_path = directory.parent / f"{directory.name}.json"
-        cfg_path.write_text(json.dumps(config))
-        args += [str(cfg_path), "--dir", str(directory)]
-    else:
-        args += [str(directory)]
-    env = subprocess_env(**({"TAYLORGLO_SEARCH_FAULT": fault} if fault else {}))
-    return subprocess.run(args + ["--no-progress"], env=env, capture_output=True, text=True, timeout=120)
-
-
 def _trainings(marker_dir: Path) -> Counter:
     """How many times each (generation or 'final', candidate, replica) was trained."""
     count: Counter = Counter()
@@ -158,9 +146,9 @@ def test_kill_9_with_two_seeds_per_candidate_then_resume_loses_and_repeats_nothi
     ref = tmp_path / "ref"
     run_search(ref, config(tmp_path / "ref-markers"), log=None)
     exp = tmp_path / "exp"
-    killed = _run_cli(exp, config(tmp_path / "markers"), fault=fault)
+    killed = run_cli(exp, config(tmp_path / "markers"), fault=fault)
     assert killed.returncode == -9, killed.stderr
-    resumed = _run_cli(exp, None)
+    resumed = run_cli(exp, None)
     assert resumed.returncode == 0, resumed.stderr
     assert journal_without_timing(exp) == journal_without_timing(ref)
     assert strategy_fingerprint(exp) == strategy_fingerprint(ref)
