@@ -633,7 +633,7 @@ def default_experiment() -> dict:
             "lr_bounds": [0.01, 0.32],
             "final_top_k": 2,
             "final_seeds": 3,
-            "baseline_lrs": [0.02, 0.05, 0.1, 0.2],
+            "baseline_lrs": [0.05, 0.1, 0.2, 0.4],
             "baseline_label_smoothing": [0.1],
         },
         "execution": {"backend": "local"},

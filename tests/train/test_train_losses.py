@@ -9,7 +9,16 @@ from hypothesis import strategies as st
 from taylorglo.polynomial import TaylorPolynomial, parameter_count
 from taylorglo.train import LossSpec, build_loss
 
-WORKED = [1.5742, -1.4446, 2.3616, -0.6632, -2.8569, -1.1313, 0.8439, 1.4872]  # the worked example: losses 15.2385 and 15.3507
+WORKED = [
+    1.5742,
+    -1.4446,
+    2.3616,
+    -0.6632,
+    -2.8569,
+    -1.1313,
+    0.8439,
+    1.4872,
+]  # the worked example: losses 15.2385 and 15.3507
 
 
 @pytest.mark.parametrize("text", ["cross-entropy", "CE", "cross_entropy", " crossentropy "])
@@ -48,7 +57,11 @@ def test_str_round_trips_through_parse_and_dict(spec):
 def test_any_finite_vector_round_trips_exactly(order, variables, data):
     n = parameter_count(order, variables)
     values = data.draw(
-        st.lists(st.floats(allow_nan=False, allow_infinity=False, allow_subnormal=False, width=64), min_size=n, max_size=n)
+        st.lists(
+            st.floats(allow_nan=False, allow_infinity=False, allow_subnormal=False, width=64),
+            min_size=n,
+            max_size=n,
+        )
     )
     spec = LossSpec.taylor(values, variables=variables)
     again = LossSpec.parse(str(spec))
