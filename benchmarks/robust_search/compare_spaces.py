@@ -20,18 +20,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from taylorglo.search.analysis import generation_table  # noqa: E402
+from taylorglo.search.config import default_experiment  # noqa: E402
 from taylorglo.search.runner import run_search  # noqa: E402
 
-TASK = {
-    "dataset": "digits",
-    "model": "taylorglo_smallcnn",
-    "train_size": 300,
-    "epochs": 6,
-    "batch_size": 32,
-    "lr": 0.02,
-    "device": "cpu",
-    "num_threads": 1,
-}
+TASK = {**default_experiment()["task"], "num_threads": 1}  # the default experiment's digits task
 COMMON = {
     "order": 3,
     "population_size": 8,

@@ -22,6 +22,7 @@ from taylorglo.search.runner import (
     generation_seed,
     make_job,
     missing_evaluations,
+    used_seeds,
 )
 from taylorglo.search.stats import welch_ttest
 
@@ -366,8 +367,7 @@ def evaluation_seeds(directory, n: int) -> list[int]:
 def comparison_seeds(directory, n: int) -> list[int]:
     """Seeds for the final test comparison: a stream no generation, selection or baseline uses."""
     exp = ExperimentDir(directory)
-    used = {int(r["seed"]) for r in exp.evaluations() if isinstance(r.get("seed"), int)}
-    return fresh_seeds(_config(exp).search.seed, n, "test", avoid=used)
+    return fresh_seeds(_config(exp).search.seed, n, "test", avoid=used_seeds(exp))
 
 
 def compare_with_baseline(directory, seeds: int, *, test: bool = True, backend=None, log=print) -> dict:

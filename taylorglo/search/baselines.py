@@ -32,6 +32,7 @@ from taylorglo.search.runner import (
     fresh_seeds,
     make_job,
     run_jobs,
+    used_seeds,
 )
 from taylorglo.search.stats import compare_arms
 
@@ -53,8 +54,7 @@ def baseline_seeds(exp: ExperimentDir, cfg: ExperimentConfig) -> list[int]:
     selection = exp.read_selection()
     if selection is not None and selection.get("seeds"):
         return [int(s) for s in selection["seeds"]]
-    used = {int(r["seed"]) for r in exp.evaluations() if isinstance(r.get("seed"), int)}
-    return fresh_seeds(cfg.search.seed, cfg.search.final_seeds, "final", avoid=used)
+    return fresh_seeds(cfg.search.seed, cfg.search.final_seeds, "final", avoid=used_seeds(exp))
 
 
 def run_baselines(

@@ -63,6 +63,7 @@ __all__ = [
     "init_experiment",
     "missing_evaluations",
     "run_search",
+    "used_seeds",
 ]
 
 # Statuses whose val_accuracy is a real measurement; all others get the penalty.
@@ -775,7 +776,8 @@ def _summarize(
 # Final selection: the best candidates and the CMA-ES mean on fresh seeds
 
 
-def _used_seeds(exp: ExperimentDir) -> set[int]:
+def used_seeds(exp: ExperimentDir) -> set[int]:
+    """The training seeds the generations of ``exp`` used (fresh seeds must avoid them)."""
     return {int(r["seed"]) for r in exp.evaluations() if isinstance(r.get("seed"), int)}
 
 
@@ -818,7 +820,7 @@ def _final_contenders(
             "search_fitness": None,
         }
     )
-    seeds = fresh_seeds(s.seed, s.final_seeds, "final", avoid=_used_seeds(exp))
+    seeds = fresh_seeds(s.seed, s.final_seeds, "final", avoid=used_seeds(exp))
     exp.write_selection({"contenders": contenders, "seeds": seeds, "chosen": None})
     return contenders, seeds
 
