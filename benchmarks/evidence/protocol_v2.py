@@ -6,7 +6,9 @@
 Every stage stores what it trains under ``--out`` as it goes (fsynced journals), so the command can
 be killed and rerun at any point and continues where it stopped; a finished stage trains nothing.
 
-1. ``tune`` (validation only): cross-entropy and label smoothing (each epsilon of
+1. ``tune`` (validation only): every member of every baseline family (``[protocol.baselines]``:
+   e.g. cross-entropy, label smoothing at several epsilons, GCE at several q, SCE, MAE, Taylor
+   cross-entropy; by default cross-entropy and label smoothing at each epsilon of
    ``[protocol].label_smoothing``) at every learning rate of ``[protocol].lrs`` on
    ``tuning_seeds`` fresh seeds (``tuning/``, ``taylorglo.search.tune_arms``).
 2. ``search`` (validation only): one CMA-ES search per ``[[variants]]`` entry (``search-NAME/``):
@@ -15,8 +17,8 @@ be killed and rerun at any point and continues where it stopped; a finished stag
    validation seeds) with the variant's own keys (e.g. its variables).
 3. ``retune`` (validation only): each variant's chosen loss on the same grid and tuning seeds as the
    baselines, so every arm gets the same tuning; its best learning rate is used from here on.
-4. ``final``: every arm (each found variant, the best tuned cross-entropy, the best tuned label
-   smoothing) trained once per seed on ``final_seeds`` fresh seeds, and the test split evaluated
+4. ``final``: every arm (each found variant and each baseline family at its best member and
+   learning rate) trained once per seed on ``final_seeds`` fresh seeds, and the test split evaluated
    after the last epoch: the only place the test split is read (``final/evaluations``).
 5. ``report``: ``results.json`` and ``results.md`` (each arm's test and validation accuracy, mean ±
    std and n; against the best tuned baseline, the better of cross-entropy and label smoothing by
@@ -26,7 +28,9 @@ be killed and rerun at any point and continues where it stopped; a finished stag
 
 The config holds ``task`` and ``execution`` (as a search experiment), ``search`` (shared by the
 variants), ``[[variants]]`` (``name`` plus search keys) and ``protocol`` (``lrs``,
-``label_smoothing``, ``tuning_seeds``, ``final_seeds``, ``seed``). Seeds of each stage come from
+``baselines`` or ``label_smoothing``, ``tuning_seeds``, ``final_seeds``, ``seed``). With
+``task.label_noise`` the training labels (and the validation labels unless
+``task.clean_validation``) are noisy in every stage; the test split is always clean. Seeds of each stage come from
 their own stream (``seed``, stage) and are checked disjoint from each other.
 """
 
@@ -75,12 +79,18 @@ def load(path: str, overrides: Sequence[str] = ()) -> dict:
         if key not in raw:
             raise SystemExit(f"{path}: missing [{key}]")
     p = raw["protocol"]
-    for key in ("lrs", "label_smoothing", "tuning_seeds", "final_seeds"):
+    for key in ("lrs", "tuning_seeds", "final_seeds"):
         if key not in p:
             raise SystemExit(f"{path}: missing protocol.{key}")
+    if "baselines" not in p and "label_smoothing" not in p:
+        raise SystemExit(f"{path}: give protocol.baselines (or protocol.label_smoothing)")
     names = [v["name"] for v in raw["variants"]]
     if len(set(names)) != len(names):
         raise SystemExit(f"{path}: variant names must be unique, got {names}")
+    try:
+        baseline_families(raw)
+    except ValueError as exc:
+        raise SystemExit(f"{path}: {exc}") from None
     return raw
 
 
@@ -133,11 +143,56 @@ def found_spec(directory: Path) -> tuple[str, dict]:
     return str(spec), chosen
 
 
+def baseline_families(raw: dict) -> dict[str, dict[str, str]]:
+    """family -> {tuning arm name: trainer loss spec}: each family's members are tuned on the grid,
+    and the final table holds each family at its best member (by validation).
+
+    ``protocol.baselines`` maps a family to one spec, a list of specs (each member named by its spec)
+    or a table {name: spec}. Without it, the families are cross-entropy and label smoothing at each
+    epsilon of ``protocol.label_smoothing`` (the arm names of the first v2 runs).
+    """
+    p = raw["protocol"]
+    if "baselines" not in p:
+        return {
+            "cross-entropy": {"cross-entropy": "cross-entropy"},
+            "label-smoothing": {
+                f"label-smoothing-{eps:g}": f"cross-entropy;label_smoothing={float(eps)!r}"
+                for eps in p["label_smoothing"]
+            },
+        }
+    if not isinstance(p["baselines"], dict) or not p["baselines"]:
+        raise ValueError(
+            "protocol.baselines must be a non-empty table: family = spec, [specs] or {name = spec}"
+        )
+    families: dict[str, dict[str, str]] = {}
+    seen: set[str] = set()
+    for family, members in p["baselines"].items():
+        if isinstance(members, str):
+            members = {family: members}
+        elif isinstance(members, list):
+            members = {family: members[0]} if len(members) == 1 else {m: m for m in members}
+        if not isinstance(members, dict) or not members:
+            raise ValueError(f"protocol.baselines.{family}: expected a spec, a list of specs or a table")
+        for name, spec in members.items():
+            if not isinstance(spec, str):
+                raise ValueError(f"protocol.baselines.{family}.{name}: a loss spec is a string, got {spec!r}")
+            try:
+                LossSpec.parse(spec)
+            except ValueError as exc:
+                raise ValueError(f"protocol.baselines.{family}: {exc}") from None
+            if name in seen or name.startswith("found-") or family.startswith("found-"):
+                raise ValueError(
+                    f"protocol.baselines: arm name {name!r} is used twice or starts with 'found-'"
+                )
+            seen.add(name)
+        families[family] = dict(members)
+    return families
+
+
 def baseline_arms(raw: dict) -> dict[str, dict]:
-    arms = {"cross-entropy": {"loss": "cross-entropy"}}
-    for eps in raw["protocol"]["label_smoothing"]:
-        arms[f"label-smoothing-{eps:g}"] = {"loss": f"cross-entropy;label_smoothing={float(eps)!r}"}
-    return arms
+    return {
+        name: {"loss": spec} for members in baseline_families(raw).values() for name, spec in members.items()
+    }
 
 
 # --- stages -------------------------------------------------------------------------------------
@@ -201,21 +256,26 @@ def final_arms(raw: dict, out: Path) -> dict[str, dict]:
     for variant in raw["variants"]:
         name = f"found-{variant['name']}"
         arms[name] = dict(table[name]["spec"], lr=table[name]["best"]["lr"])
-    ce = table["cross-entropy"]
-    arms["cross-entropy"] = dict(ce["spec"], lr=ce["best"]["lr"])
-    ls = max(
-        (a for a in table if a.startswith("label-smoothing")),
-        key=lambda a: table[a]["best"]["mean_val_accuracy"],
-    )
-    arms["label-smoothing"] = dict(table[ls]["spec"], lr=table[ls]["best"]["lr"])
+    for family, member in family_choice(raw, table).items():
+        arms[family] = dict(table[member]["spec"], lr=table[member]["best"]["lr"])
     return arms
 
 
+def family_choice(raw: dict, table: dict[str, dict]) -> dict[str, str]:
+    """Each baseline family's best tuning arm by mean validation accuracy (the first on a tie)."""
+
+    def score(arm: str) -> float:
+        best = table[arm]["best"]
+        return -1.0 if best is None else best["mean_val_accuracy"]
+
+    return {family: max(members, key=score) for family, members in baseline_families(raw).items()}
+
+
 def best_baseline(raw: dict, out: Path) -> str:
+    """The baseline family whose best member has the best validation accuracy (the first on a tie)."""
     table = tuned_table(raw, out)
-    ce = table["cross-entropy"]["best"]["mean_val_accuracy"]
-    ls = max(t["best"]["mean_val_accuracy"] for a, t in table.items() if a.startswith("label-smoothing"))
-    return "label-smoothing" if ls > ce else "cross-entropy"
+    choice = family_choice(raw, table)
+    return max(choice, key=lambda f: table[choice[f]]["best"]["mean_val_accuracy"])
 
 
 def stage_final(raw: dict, out: Path, backend) -> dict:
@@ -243,7 +303,22 @@ def analyze(raw: dict, out: Path) -> dict:
     )
     baseline = best_baseline(raw, out)
     table = tuned_table(raw, out)
-    res: dict = {"dataset": raw["task"].get("dataset"), "seeds": seeds, "best_baseline": baseline, "arms": {}}
+    res: dict = {
+        "dataset": raw["task"].get("dataset"),
+        "label_noise": raw["task"].get("label_noise"),
+        "clean_validation": bool(raw["task"].get("clean_validation", False)),
+        "seeds": seeds,
+        "best_baseline": baseline,
+        "families": family_choice(raw, table),
+        "arms": {},
+    }
+    realized = {
+        r["label_noise"]["realized_rate"]
+        for recs in final.values()
+        for r in recs
+        if isinstance(r.get("label_noise"), dict) and "realized_rate" in r["label_noise"]
+    }
+    res["realized_noise_rate"] = sorted(realized)
     for name, recs in final.items():
         test = [r["test_accuracy"] for r in recs if isinstance(r.get("test_accuracy"), (int, float))]
         val = [r["val_accuracy"] for r in recs if isinstance(r.get("val_accuracy"), (int, float))]
@@ -309,16 +384,28 @@ def _pct(v) -> str:
 
 def markdown(raw: dict, res: dict, plots: Sequence[str], notes: str) -> str:
     p = raw["protocol"]
+    families = ", ".join(f"{f} ({', '.join(m)})" for f, m in baseline_families(raw).items())
+    noise = res.get("label_noise")
+    title = res["dataset"]
+    if noise:
+        title += f", {noise['kind']} label noise {noise['rate']:g}"
+        title += " (clean validation)" if res.get("clean_validation") else " (noisy validation)"
     lines = [
-        f"# Evidence, protocol v2: {res['dataset']}",
+        f"# Evidence, protocol v2: {title}",
         "",
         "Generated by `python benchmarks/evidence/protocol_v2.py` (see its docstring for the protocol).",
         "",
         "## Protocol",
         "",
         f"- Task: `{json.dumps(raw['task'], sort_keys=True)}`.",
-        f"- Tuning (validation only): cross-entropy and label smoothing {p['label_smoothing']} over the learning "
-        f"rates {p['lrs']}, {p['tuning_seeds']} seeds each; each found loss re-tuned on the same grid and seeds.",
+        f"- Label noise: `{json.dumps(noise, sort_keys=True)}`, realized training rate "
+        f"{', '.join(f'{r:.4f}' for r in res.get('realized_noise_rate', [])) or '-'}; validation "
+        f"{'clean' if res.get('clean_validation') else 'noisy'}; test clean."
+        if noise
+        else "- Labels: clean.",
+        f"- Tuning (validation only): the baseline families {families} over the learning "
+        f"rates {p['lrs']}, {p['tuning_seeds']} seeds each; each found loss re-tuned on the same grid and seeds; "
+        "each family enters the final table at its best member and learning rate.",
         f"- Search: `{json.dumps(raw['search'], sort_keys=True)}`; variants "
         + ", ".join(f"`{json.dumps(v, sort_keys=True)}`" for v in raw["variants"])
         + ".",

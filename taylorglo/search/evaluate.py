@@ -28,7 +28,7 @@ def train_candidate(job: dict) -> dict:
         loss = LossSpec.taylor(list(job["vector"]), order=job.get("order"), variables=tuple(job["variables"]))
     result = train(config, loss, evaluate_test=bool(job.get("evaluate_test", False)), show_progress=False)
     out = result.to_dict()
-    return {
+    record = {
         "status": out.get("status", "failed"),
         "val_accuracy": out.get("val_accuracy"),
         "val_loss": out.get("val_loss"),
@@ -37,3 +37,6 @@ def train_candidate(job: dict) -> dict:
         "train_time": out.get("wall_time"),
         "error": out.get("error"),
     }
+    if out.get("label_noise"):  # what was flipped: kind, rate, realized rate, digest of the labels
+        record["label_noise"] = out["label_noise"]
+    return record
