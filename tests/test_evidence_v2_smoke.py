@@ -55,8 +55,8 @@ backend = "inline"
 """
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location(SCRIPT.stem, SCRIPT)
+def _script(path: Path = SCRIPT):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -133,6 +133,13 @@ def test_protocol_v2_baseline_families_under_label_noise(tmp_path):
     assert res["label_noise"] == {"kind": "symmetric", "rate": 0.4, "seed": 3}
     assert res["realized_noise_rate"] == [0.4]  # 24 of 60 training labels flipped
     assert "symmetric label noise 0.4 (noisy validation)" in (out / "results.md").read_text()
+    # the settings side by side: a table row per setting, found against its best baseline
+    summary = _script(ROOT / "benchmarks" / "evidence" / "noisy" / "summary.py")
+    assert summary.main([str(out), str(tmp_path / "not-run"), "--out", str(tmp_path / "summary")]) == 0
+    text = (tmp_path / "summary" / "summary.md").read_text()
+    assert "| symmetric 0.4, noisy validation | found-xyt | " + res["best_baseline"] in text
+    assert "Not finished (no results.json yet): not-run." in text
+    assert (tmp_path / "summary" / "accuracy_vs_noise.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize(
