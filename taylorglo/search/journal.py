@@ -16,6 +16,7 @@ Layout::
     DIR/baselines.json                   their summary: each arm's best learning rate
     DIR/logs/gNNNN-cNN[-sR].log          the end of each training's output (R: the seed's replica)
     DIR/search.log                       one line per generation
+    DIR/tensorboard/                     per-generation curves (when tensorboard is installed)
     DIR/evaluations/NAME.jsonl           one-shot trainings of a named loss on given seeds
                                          (``evaluate``, ``analysis.evaluate_losses``)
     DIR/generations.csv, DIR/*.png       derived tables and plots (``analyze``)
@@ -452,6 +453,11 @@ class ExperimentDir:
         """The training log of a candidate's seed ``replica`` (``-sR`` in the name for R > 0)."""
         suffix = f"-s{replica}" if replica else ""
         return self.path / "logs" / f"g{generation:04d}-c{index:02d}{suffix}.log"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        """Where the per-generation TensorBoard curves go (written by TensorBoard's own writer)."""
+        return self.path / "tensorboard"
 
     def exists(self) -> bool:
         return self.config_path.is_file()

@@ -247,7 +247,7 @@ def run_search(
     """
     path = Path(directory)
     before = set(os.listdir(path)) if path.is_dir() else None  # to undo a new experiment's first steps
-    new = not (path / "config.json").is_file()
+    new = not ExperimentDir(path).exists()
     if config is not None:
         exp = init_experiment(directory, config)
     else:
@@ -297,7 +297,7 @@ def run_search(
             for population, missing in lost:
                 records = exp.evaluations_of(population["generation"])
                 _evaluate(exp, cfg, population, missing, records, backend, show)
-        scalars = _scalar_writer(exp.path)
+        scalars = _scalar_writer(exp.tensorboard_dir)
         if scalars is None and log is not None:
             log("TensorBoard curves skipped: tensorboard is not installed (pip install tensorboard)")
         done_here = 0
@@ -656,13 +656,13 @@ def run_jobs(
             backend.cancel(fut)
 
 
-def _scalar_writer(directory: Path):
-    """A TensorBoard writer for DIR/tensorboard when tensorboard is installed, else None."""
+def _scalar_writer(log_dir: Path):
+    """A TensorBoard writer for ``log_dir`` (DIR/tensorboard) when tensorboard is installed, else None."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is optional
         return None
-    return SummaryWriter(log_dir=str(Path(directory) / "tensorboard"))
+    return SummaryWriter(log_dir=str(log_dir))
 
 
 def _write_scalars(writer, summary: dict, records: dict[int, dict]) -> None:
