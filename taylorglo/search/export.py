@@ -122,8 +122,9 @@ def preset_from_experiment(
     Args:
         directory: the experiment (``config.json``, ``journal.jsonl``, ``state.pkl``).
         name: the preset name.
-        candidate: ``"best"`` (the measured journal record with the lowest fitness) or ``"mean"``
-            (the CMA-ES mean after the last completed generation, mapped to the original layout).
+        candidate: ``"best"`` (the loss the search settled on: the final selection's choice, else
+            the measured candidate with the lowest fitness) or ``"mean"`` (the CMA-ES mean after
+            the last completed generation, mapped to the original layout).
         description: one line; a default names the experiment and the selection.
         num_classes: for the invariant; from the search config or the dataset when omitted.
     """
