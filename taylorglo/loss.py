@@ -334,6 +334,10 @@ def taylor_loss(
     return out.squeeze(0) if unbatched and reduction == "none" else out
 
 
+# The options TaylorLoss.from_preset passes on; the polynomial is the preset's.
+_PRESET_OPTIONS = ("reduction", "ignore_index", "label_smoothing", "backend", "validate")
+
+
 class TaylorLoss(nn.Module):
     r"""A TaylorGLO loss: ``-sum_c f(x_c, p_c)`` with f a Taylor polynomial, as a drop-in for
     ``nn.CrossEntropyLoss``.
@@ -417,14 +421,28 @@ class TaylorLoss(nn.Module):
         return cls(TaylorPolynomial.cross_entropy(order, center), **kwargs)
 
     @classmethod
-    def from_preset(cls, name: str, **overrides) -> TaylorLoss:
-        """The loss of a named preset (``taylorglo.presets``).
+    def from_preset(cls, name, **overrides) -> TaylorLoss:
+        """The loss of a named preset (``taylorglo.presets``): the one place a preset becomes a loss.
 
-        Overrides: ``reduction``, ``ignore_index``, ``label_smoothing``, ``backend``, ``validate``.
+        ``name`` is a registered preset's name or a :class:`taylorglo.presets.Preset`. ``overrides``
+        are the loss options (``reduction``, ``ignore_index``, ``label_smoothing``, ``backend``,
+        ``validate``); the polynomial itself (params, order, variables) is the preset's, and any
+        other keyword is a TypeError. A subclass's ``from_preset`` builds the subclass. An unknown
+        name raises :class:`taylorglo.presets.UnknownPresetError` (a KeyError) listing close names.
         """
-        from taylorglo.presets import from_preset
+        from taylorglo.presets import get_preset
 
-        return from_preset(name, loss_class=cls, **overrides)
+        preset = get_preset(name)
+        bad = [k for k in overrides if k not in _PRESET_OPTIONS]
+        if bad:
+            fixed = [k for k in bad if k in ("params", "order", "variables")]
+            why = (
+                f"the preset fixes {', '.join(fixed)}; build TaylorLoss(params, ...) for another polynomial"
+                if fixed
+                else f"accepted: {', '.join(_PRESET_OPTIONS)}"
+            )
+            raise TypeError(f"from_preset({preset.name!r}) got unexpected option(s) {', '.join(bad)}: {why}")
+        return cls(list(preset.params), order=preset.order, variables=preset.variables, **overrides)
 
     @property
     def has_progress(self) -> bool:

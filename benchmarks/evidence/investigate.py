@@ -25,19 +25,32 @@ are cached (``evaluations/*.jsonl``), so reruns train only what is missing; the 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from taylorglo.search import ExperimentDir, init_experiment, make_backend
+from taylorglo.search.analysis import evaluate_losses, welch_ttest
+from taylorglo.search.journal import atomic_write
 
-import run_evidence as ev  # noqa: E402
 
-from taylorglo.search import ExperimentDir, init_experiment, make_backend  # noqa: E402
-from taylorglo.search.analysis import evaluate_losses, welch_ttest  # noqa: E402
-from taylorglo.search.journal import atomic_write  # noqa: E402
+def _load_run_evidence():
+    """run_evidence.py, the script next to this one, by its path (sys.path is left alone)."""
+    path = Path(__file__).resolve().with_name("run_evidence.py")
+    name = "taylorglo_evidence_run_evidence"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+ev = _load_run_evidence()
 
 
 def _scaled(vector: Sequence[float], c: float) -> list[float]:
@@ -69,7 +82,7 @@ class Runner:
             init_experiment(directory, {**self.stored, "task": {**self.stored["task"], **task_overrides}})
         else:
             directory = self.out / "search"  # the final runs' own directory: their results are reused
-        if ev._missing(directory, specs, self.seeds) and self.backend is None:
+        if ev.missing_trainings(directory, specs, self.seeds) and self.backend is None:
             self.backend = make_backend(ev.Backends(self.raw).execution)
         ev.log(f"{name}: {len(specs)} losses x {len(self.seeds)} seeds")
         evaluate_losses(
@@ -81,7 +94,7 @@ class Runner:
             log=lambda m: ev.log(m),
         )
         res = ev.load_final(directory, specs, self.seeds)
-        return {k: [ev._acc(r, "val_accuracy") or 0.0 for r in recs] for k, recs in res.items()}
+        return {k: [ev.measured_value(r, "val_accuracy") or 0.0 for r in recs] for k, recs in res.items()}
 
     def close(self) -> None:
         if self.backend is not None:
@@ -159,7 +172,9 @@ def data_fraction(
         for k, v in got.items():
             ev.log(f"  size {size}: {k}: {100 * statistics.fmean(v):.2f} (n {len(v)})")
         for k, t in tests.items():
-            ev.log(f"  size {size}: {k}: {100 * t['diff']:+.2f} points, p {ev._p(t['p'])}, d {t['d']:+.2f}")
+            ev.log(
+                f"  size {size}: {k}: {100 * t['diff']:+.2f} points, p {ev.p_text(t['p'])}, d {t['d']:+.2f}"
+            )
     return out
 
 

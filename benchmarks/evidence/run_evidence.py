@@ -50,8 +50,7 @@ from taylorglo.search import (
 )
 from taylorglo.search.analysis import evaluate_losses, generation_table, welch_ttest
 from taylorglo.search.config import DEFAULT_EVALUATOR, apply_overrides, read_config_file
-from taylorglo.search.journal import atomic_write
-from taylorglo.search.runner import MEASURED
+from taylorglo.search.journal import Job, atomic_write, is_measured
 from taylorglo.search.strategy import CMAStrategy
 from taylorglo.train import TrainConfig
 from taylorglo.train.data import dataset_info
@@ -133,19 +132,15 @@ def stage_lr(raw: dict, out: Path, backends: Backends) -> float:
         futures = []
         for lr, seed in todo:
             task = dict(raw["task"], lr=lr)
-            job = {
-                "generation": -1,
-                "index": 0,
-                "attempt": 0,
-                "vector": None,
-                "loss": "cross-entropy",
-                "order": raw.get("search", {}).get("order", 3),
-                "variables": ["x", "y"],
-                "seed": seed,
-                "task": task,
-                "evaluator": DEFAULT_EVALUATOR,
-                "options": {},
-            }
+            job = Job(
+                generation=-1,
+                index=0,
+                seed=seed,
+                task=task,
+                evaluator=DEFAULT_EVALUATOR,
+                loss="cross-entropy",
+                order=raw.get("search", {}).get("order", 3),
+            )
             futures.append((lr, seed, backend.submit(job)))
         for lr, seed, fut in futures:
             try:
@@ -160,7 +155,7 @@ def stage_lr(raw: dict, out: Path, backends: Backends) -> float:
             log(f"  lr {lr} seed {seed}: {res.get('status')} val {_fmt(res.get('val_accuracy'))}")
     rows = []
     for lr in grid:
-        accs = [_acc(cached[(lr, s)], "val_accuracy") for s in seeds]
+        accs = [measured_value(cached[(lr, s)], "val_accuracy") for s in seeds]
         rows.append(
             {
                 "lr": lr,
@@ -181,9 +176,9 @@ def _task_key(raw: dict) -> dict:
     return {k: v for k, v in raw["task"].items() if k != "lr"}
 
 
-def _acc(rec: dict, metric: str) -> float | None:
+def measured_value(rec: dict, metric: str) -> float | None:
     v = rec.get(metric)
-    if rec.get("status") in MEASURED and isinstance(v, (int, float)) and math.isfinite(v):
+    if is_measured(rec) and isinstance(v, (int, float)) and math.isfinite(v):
         return float(v)
     return None
 
@@ -223,7 +218,7 @@ def found_losses(directory: Path) -> dict[str, dict]:
     strategy = CMAStrategy.loads(exp.read_state())
     space = SearchSpace(s.order, tuple(s.variables), s.space)
     mean = [float(v) for v in space.to_vector(strategy.mean)]
-    measured = [r for r in exp.evaluations() if r.get("status") in MEASURED]
+    measured = [r for r in exp.evaluations() if is_measured(r)]
     best = min(measured, key=lambda r: r["fitness"])
     return {
         "found-mean": {"vector": mean},
@@ -279,23 +274,16 @@ def stage_final(raw: dict, out: Path, backends: Backends) -> None:
             specs,
             part,
             evaluate_test=True,
-            backend=backends.get() if _missing(directory, specs, part) else None,
+            backend=backends.get() if missing_trainings(directory, specs, part) else None,
             log=lambda m: log(m),
         )
 
 
-def _missing(directory: Path, specs: dict, seeds: Sequence[int]) -> bool:
+def missing_trainings(directory: Path, specs: dict, seeds: Sequence[int]) -> bool:
+    """Whether a loss of ``specs`` lacks a one-shot evaluation on one of ``seeds`` in ``directory``."""
+    exp = ExperimentDir(directory)
     for name, spec in specs.items():
-        path = directory / "evaluations" / f"{name}.jsonl"
-        have = set()
-        if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
-                if rec.get("spec") == spec:
-                    have.add(rec["seed"])
+        have = {rec["seed"] for rec in exp.read_evaluation_set(name, spec)}
         if set(seeds) - have:
             return True
     return False
@@ -303,15 +291,13 @@ def _missing(directory: Path, specs: dict, seeds: Sequence[int]) -> bool:
 
 def load_final(directory: Path, specs: dict[str, dict], seeds: Sequence[int]) -> dict[str, list[dict]]:
     """The final records of each loss, for the seeds that every loss has finished (paired)."""
+    exp = ExperimentDir(directory)
     per = {}
     for name, spec in specs.items():
-        path = directory / "evaluations" / f"{name}.jsonl"
         recs = {}
-        if path.exists():
-            for line in path.read_text().splitlines():
-                rec = json.loads(line)
-                if rec.get("spec") == spec and rec["seed"] in seeds:
-                    recs.setdefault(rec["seed"], rec)
+        for rec in exp.read_evaluation_set(name, spec):
+            if rec["seed"] in seeds:
+                recs.setdefault(rec["seed"], rec)
         per[name] = recs
     common = [s for s in seeds if all(s in recs for recs in per.values())]
     return {name: [recs[s] for s in common] for name, recs in per.items()}
@@ -357,10 +343,10 @@ def analyze(raw: dict, out: Path) -> dict:
     for name, recs in results.items():
         row = {"spec": specs[name]}
         for metric in ("test_accuracy", "val_accuracy"):
-            vals = [_acc(r, metric) for r in recs]
+            vals = [measured_value(r, metric) for r in recs]
             row[metric] = _stats([v if v is not None else 0.0 for v in vals])
         row["seeds"] = [r["seed"] for r in recs]
-        row["test_accuracy_per_seed"] = [_acc(r, "test_accuracy") for r in recs]
+        row["test_accuracy_per_seed"] = [measured_value(r, "test_accuracy") for r in recs]
         row["statuses"] = {}
         for r in recs:
             row["statuses"][r.get("status")] = row["statuses"].get(r.get("status"), 0) + 1
@@ -369,15 +355,15 @@ def analyze(raw: dict, out: Path) -> dict:
             if recs
             else None
         )
-        failures[name] = sum(1 for r in recs if _acc(r, "test_accuracy") is None)
+        failures[name] = sum(1 for r in recs if measured_value(r, "test_accuracy") is None)
         losses[name] = row
     comparisons = []
     n = min((len(v) for v in results.values()), default=0)
     for f in FOUND:
         for b in BASELINES:
             for metric in ("test_accuracy", "val_accuracy"):
-                a = [_acc(r, metric) or 0.0 for r in results[f]]
-                c = [_acc(r, metric) or 0.0 for r in results[b]]
+                a = [measured_value(r, metric) or 0.0 for r in results[f]]
+                c = [measured_value(r, metric) or 0.0 for r in results[b]]
                 if len(a) < 2:
                     continue
                 w = welch_ttest(a, c)
@@ -415,7 +401,7 @@ def analyze(raw: dict, out: Path) -> dict:
         "search": {
             "generations": gens,
             "evaluations": len(evals),
-            "failures": sum(1 for r in evals if r["status"] not in MEASURED),
+            "failures": sum(1 for r in evals if not is_measured(r)),
             "statuses": _count(r["status"] for r in evals),
             "training_time_s_sum": search_time,
             "wall_time_s": search_wall,
@@ -455,7 +441,7 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.2f}"
 
 
-def _p(v: float | None) -> str:
+def p_text(v: float | None) -> str:
     if v is None:
         return "-"
     return f"{v:.2g}" if v >= 1e-3 else f"{v:.1e}"
@@ -525,8 +511,8 @@ def markdown(res: dict, plots: Sequence[str], notes: str) -> str:
             continue
         w, pr = c["welch"], c["paired"]
         lines.append(
-            f"| {c['found']} | {c['baseline']} | {100 * c['diff']:+.2f} | {_p(w['p'])} | "
-            f"{w['cohens_d']:+.2f} | {_p(pr['p'])} | {pr['wins']}/{pr['n']} |"
+            f"| {c['found']} | {c['baseline']} | {100 * c['diff']:+.2f} | {p_text(w['p'])} | "
+            f"{w['cohens_d']:+.2f} | {p_text(pr['p'])} | {pr['wins']}/{pr['n']} |"
         )
     sr = res["search"]
     final_time = [row["train_time_mean_s"] for row in res["final"].values() if row["train_time_mean_s"]]
@@ -551,7 +537,7 @@ def markdown(res: dict, plots: Sequence[str], notes: str) -> str:
             caveat = " (n < 20: not claimed, the protocol asks for 20 seeds against label smoothing)"
         lines.append(
             f"- `{c['found']}` is {word} `{c['baseline']}` "
-            f"(p = {_p(c['welch']['p'])}, d = {c['welch']['cohens_d']:+.2f}){caveat}."
+            f"(p = {p_text(c['welch']['p'])}, d = {c['welch']['cohens_d']:+.2f}){caveat}."
         )
     lines += [
         "",
@@ -689,7 +675,7 @@ def stage_report(raw: dict, out: Path) -> dict:
         if c["metric"] == "test_accuracy":
             log(
                 f"  {c['found']} vs {c['baseline']}: {100 * c['diff']:+.2f} points, "
-                f"p {_p(c['welch']['p'])}, d {c['welch']['cohens_d']:+.2f}"
+                f"p {p_text(c['welch']['p'])}, d {c['welch']['cohens_d']:+.2f}"
             )
     return res
 

@@ -2,9 +2,11 @@
 
     list [PATTERN] [--long]                       the available presets (shell wildcards)
     show NAME [--json]                            one preset: formula, provenance, results
-    export DIR --name NAME [--out PATH] [--candidate best|mean]   a search's loss as a package
     export --vector V1,V2,... --name NAME [--order K] [--variables x,y]
     export --preset NAME [--name NEW]             re-export a registered preset
+
+A search's found loss is exported by the search, which reads experiments (presets never do):
+``python -m taylorglo.search export DIR --name NAME [--candidate best|mean]``.
 
 Exit codes: 0 success, 2 bad usage or input (unknown preset, malformed document, bad directory),
 1 anything else.
@@ -66,33 +68,40 @@ def cmd_show(args) -> int:
     return 0
 
 
-def cmd_export(args) -> int:
-    """Run ``export`` with parsed arguments (``add_export_arguments``); usable by other CLIs."""
-    from taylorglo.presets import get_preset
-    from taylorglo.presets.export import export_package
-
-    vector, preset = getattr(args, "vector", None), getattr(args, "preset", None)
-    given = [x for x in (args.dir, vector, preset) if x is not None]
-    if len(given) != 1:
-        return _error("give exactly one of an experiment DIR, --vector or --preset", 2)
-    if preset is None and args.name is None:
-        return _error(f"{'--vector' if vector is not None else 'an experiment DIR'} needs --name", 2)
+def package_options(args) -> dict:
+    """The ``export_package`` options of parsed ``add_package_arguments`` arguments."""
     options = dict(out=args.out, version=args.version, overwrite=args.overwrite, plot=not args.no_plot)
     if args.description is not None:
         options["description"] = args.description
+    return options
+
+
+def cmd_export(args) -> int:
+    from taylorglo.presets import get_preset
+    from taylorglo.presets.export import export_package
+
+    vector, preset = args.vector, args.preset
+    if getattr(args, "dir", None) is not None:
+        return _error(
+            f"an experiment directory is exported by the search: python -m taylorglo.search export "
+            f"{args.dir} --name NAME",
+            2,
+        )
+    if (vector is None) == (preset is None):
+        return _error("give exactly one of --vector or --preset", 2)
+    if preset is None and args.name is None:
+        return _error("--vector needs --name", 2)
+    options = package_options(args)
     try:
         if preset is not None:
             path = export_package(get_preset(preset), name=args.name, **options)
-        elif vector is not None:
+        else:
             try:
                 values = [float(v) for v in vector.split(",") if v.strip()]
             except ValueError:
                 return _error(f"--vector must be comma-separated numbers, got {vector!r}", 2)
-            variables = tuple(v.strip() for v in getattr(args, "variables", "x,y").split(","))
-            order = getattr(args, "order", None)
-            path = export_package(values, name=args.name, order=order, variables=variables, **options)
-        else:
-            path = export_package(args.dir, name=args.name, candidate=args.candidate, **options)
+            variables = tuple(v.strip() for v in args.variables.split(","))
+            path = export_package(values, name=args.name, order=args.order, variables=variables, **options)
     except FileExistsError as exc:  # usage, not a crash: the same exit code from both CLIs
         return _error(str(exc), 2)
     print(f"wrote {path}; install it with: pip install {path}")
@@ -111,26 +120,20 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--json", action="store_true", help="the preset document as JSON")
     sh.set_defaults(func=cmd_show)
     ex = sub.add_parser("export", help="write a pip-installable preset package")
-    add_export_arguments(ex)
+    ex.add_argument("dir", nargs="?", help=argparse.SUPPRESS)  # pointed to `taylorglo.search export`
+    ex.add_argument("--name", help="the preset name (required with --vector; renames with --preset)")
     ex.add_argument("--vector", help="a bare parameter vector, comma-separated (original layout)")
     ex.add_argument("--order", type=int, help="with --vector: the order (inferred from the length)")
     ex.add_argument("--variables", default="x,y", help="with --vector: x,y or x,y,t (default x,y)")
     ex.add_argument("--preset", help="re-export a registered preset")
+    add_package_arguments(ex)
     ex.set_defaults(func=cmd_export)
     return p
 
 
-def add_export_arguments(parser: argparse.ArgumentParser, *, dir_required: bool = False) -> None:
-    """The arguments of ``export`` (also used by ``python -m taylorglo.search export``)."""
-    parser.add_argument("dir", nargs=None if dir_required else "?", help="a search experiment directory")
-    parser.add_argument("--name", required=dir_required, help="the preset name, e.g. cifar10-allcnnc")
+def add_package_arguments(parser: argparse.ArgumentParser) -> None:
+    """The package options of ``export`` (also used by ``python -m taylorglo.search export``)."""
     parser.add_argument("--out", help="the package folder (default ./taylorglo-preset-NAME)")
-    parser.add_argument(
-        "--candidate",
-        choices=("best", "mean"),
-        default="best",
-        help="the journal's best measured candidate, or the final CMA-ES mean (default best)",
-    )
     parser.add_argument("--description", help="one line describing the loss")
     parser.add_argument("--version", default="0.1.0", help="the package version (default 0.1.0)")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")

@@ -1,7 +1,6 @@
-"""Export a found loss as a pip-installable preset package.
+"""Write a preset as a pip-installable preset package.
 
-    path = export_experiment("runs/exp1", "cifar10-allcnnc")     # the search's best candidate
-    path = export_package(preset_from_vector([...], "my-loss"))  # or any vector / Preset
+    path = export_package(preset_from_vector([...], "my-loss"))  # any vector, Preset or document
     # pip install PATH; then TaylorLoss.from_preset("my-loss") in any environment
 
 The package written under ``out`` (default ``./taylorglo-preset-NAME``)::
@@ -12,13 +11,9 @@ The package written under ``out`` (default ``./taylorglo-preset-NAME``)::
     loss_shape.png                  the loss shape against cross-entropy (when matplotlib is installed)
     src/taylorglo_preset_NAME/__init__.py, preset.json
 
-From a search experiment, :func:`preset_from_experiment` takes the best measured candidate of the
-journal (or the final CMA-ES mean), the config (dataset, model, training budget, search config),
-the generations and evaluations done, and the one-shot evaluations of that vector and of
-cross-entropy on the same seeds (``DIR/evaluations/*.jsonl``, written by ``python -m
-taylorglo.search evaluate``) for the results table. What the experiment does not record is left
-null, never estimated. This module reads experiment directories through ``taylorglo.search``
-(imported lazily): export is the search's output path (the search writes presets; nothing below the search imports it).
+Presets are data: this module never reads an experiment. A search's found loss becomes a preset
+in ``taylorglo.search.export`` (``python -m taylorglo.search export DIR --name NAME``), which
+builds the document from the experiment and hands it to :func:`export_package`.
 """
 
 from __future__ import annotations
@@ -28,7 +23,6 @@ import json
 import math
 import platform
 import re
-import statistics
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -38,50 +32,40 @@ from taylorglo.polynomial import TaylorPolynomial, infer_order, validate_variabl
 from taylorglo.presets.preset import NAME_PATTERN, Preset, invariant_summary
 
 __all__ = [
+    "check_name",
     "current_versions",
     "distribution_name",
-    "export_experiment",
     "export_package",
     "module_name",
     "plot_loss_shape",
-    "preset_from_experiment",
     "preset_from_vector",
     "readme_text",
 ]
 
 PathLike = Union[str, Path]
-_BUDGET_KEYS = (
-    "dataset",
-    "model",
-    "epochs",
-    "max_steps",
-    "batch_size",
-    "train_fraction",
-    "train_size",
-    "validation_size",
-    "optimizer",
-    "lr",
-    "schedule",
-    "weight_decay",
-)
 
 
 def current_versions() -> dict[str, Optional[str]]:
-    """Versions of taylorglo, python, torch, cma and numpy in this environment (None when absent)."""
+    """Versions of taylorglo, python, torch, cma and numpy in this environment (None when absent).
+
+    Read from the installed distributions' metadata (presets import nothing above them, not even
+    ``taylorglo.__version__``, whose package imports the loss).
+    """
     from importlib import metadata
 
-    import taylorglo
-
-    out: dict[str, Optional[str]] = {"taylorglo": taylorglo.__version__, "python": platform.python_version()}
-    for pkg in ("torch", "cma", "numpy"):
+    def version(pkg: str) -> Optional[str]:
         try:
-            out[pkg] = metadata.version(pkg)
+            return metadata.version(pkg)
         except metadata.PackageNotFoundError:
-            out[pkg] = None
+            return None
+
+    out: dict[str, Optional[str]] = {"taylorglo": version("taylorglo"), "python": platform.python_version()}
+    for pkg in ("torch", "cma", "numpy"):
+        out[pkg] = version(pkg)
     return out
 
 
-def _check_name(name: str) -> str:
+def check_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise ValueError(
             f"preset name {name!r} is not valid: use lowercase letters, digits, '.', '_' or '-', "
@@ -92,12 +76,12 @@ def _check_name(name: str) -> str:
 
 def distribution_name(preset_name: str) -> str:
     """``taylorglo-preset-NAME`` with '.' and '_' written as '-' (PEP 503 normal form)."""
-    return "taylorglo-preset-" + re.sub(r"[-_.]+", "-", _check_name(preset_name))
+    return "taylorglo-preset-" + re.sub(r"[-_.]+", "-", check_name(preset_name))
 
 
 def module_name(preset_name: str) -> str:
     """``taylorglo_preset_NAME`` with every non-alphanumeric character written as '_'."""
-    return "taylorglo_preset_" + re.sub(r"[^a-z0-9]+", "_", _check_name(preset_name))
+    return "taylorglo_preset_" + re.sub(r"[^a-z0-9]+", "_", check_name(preset_name))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -122,7 +106,7 @@ def preset_from_vector(
     to None (not measured). ``versions`` defaults to this environment's, ``date`` to today (UTC).
     The invariant is computed at ``num_classes``.
     """
-    _check_name(name)
+    check_name(name)
     if isinstance(vector, TaylorPolynomial):
         poly = vector
     else:
@@ -146,226 +130,6 @@ def preset_from_vector(
         "notes": list(notes),
     }
     return Preset.from_dict(doc, source="preset_from_vector()")
-
-
-def _stats(values: Sequence[float]) -> dict:
-    return {
-        "mean": statistics.fmean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else None,
-        "n": len(values),
-    }
-
-
-def _measured_results(directory: Path, vector: Sequence[float], measured: Sequence[str]) -> Optional[dict]:
-    """Results of the one-shot evaluations of ``vector`` and cross-entropy on the same seeds, or None."""
-    edir = directory / "evaluations"
-    if not edir.is_dir():
-        return None
-    want = [float(v) for v in vector]
-    mine: dict[str, dict[int, dict]] = {}
-    ce: dict[int, dict] = {}
-    for path in sorted(edir.glob("*.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            spec = rec.get("spec") or {}
-            if rec.get("status") not in measured or not isinstance(rec.get("seed"), int):
-                continue
-            if spec.get("vector") is not None and [float(v) for v in spec["vector"]] == want:
-                mine.setdefault(path.name, {}).setdefault(rec["seed"], rec)
-            elif spec.get("loss") in ("cross-entropy", "ce") and "vector" not in spec:
-                ce.setdefault(rec["seed"], rec)
-    if not mine:
-        return None
-    file, runs = max(mine.items(), key=lambda kv: len(kv[1]))
-    for metric in ("test_accuracy", "val_accuracy"):
-        seeds = sorted(s for s, r in runs.items() if _finite(r.get(metric)))
-        if seeds:
-            break
-    else:
-        return None
-    a = [float(runs[s][metric]) for s in seeds]
-    ce_seeds = [s for s in seeds if s in ce and _finite(ce[s].get(metric))]
-    b = [float(ce[s][metric]) for s in ce_seeds]
-    out: dict[str, Any] = {
-        "metric": metric,
-        "protocol": {
-            "description": "one-shot trainings with the experiment's task config, one per seed; "
-            "cross-entropy on the same seeds (paired)",
-            "seeds": seeds,
-            "cross_entropy_seeds": ce_seeds,
-            "evaluations_file": f"evaluations/{file}",
-        },
-        "preset": _stats(a),
-        "cross_entropy": _stats(b) if b else None,
-        "p_value": None,
-        "test": None,
-    }
-    if len(a) > 1 and len(b) > 1:
-        from taylorglo.search.analysis import welch_ttest
-
-        p = welch_ttest(a, b)["p"]
-        if math.isfinite(p):
-            out["p_value"] = min(max(float(p), 0.0), 1.0)
-            out["test"] = "welch (two-sided)"
-    return out
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def preset_from_experiment(
-    directory: PathLike,
-    name: str,
-    *,
-    candidate: str = "best",
-    description: Optional[str] = None,
-    num_classes: Optional[int] = None,
-) -> Preset:
-    """A preset from a search experiment directory.
-
-    Args:
-        directory: the experiment (``config.json``, ``journal.jsonl``, ``state.pkl``).
-        name: the preset name.
-        candidate: ``"best"`` (the measured journal record with the lowest fitness) or ``"mean"``
-            (the CMA-ES mean after the last completed generation, mapped to the original layout).
-        description: one line; a default names the experiment and the selection.
-        num_classes: for the invariant; from the search config or the dataset when omitted.
-    """
-    from taylorglo.search.config import NUM_CLASSES, ExperimentConfig
-    from taylorglo.search.journal import ExperimentDir
-    from taylorglo.search.runner import MEASURED
-
-    _check_name(name)
-    if candidate not in ("best", "mean"):
-        raise ValueError(f"candidate must be 'best' or 'mean', got {candidate!r}")
-    exp = ExperimentDir(directory)
-    if not exp.exists():
-        raise FileNotFoundError(f"{directory} is not an experiment directory (no config.json)")
-    raw = exp.read_config()
-    cfg = ExperimentConfig.from_dict(raw, validate_task=False)
-    s = cfg.search
-    records = list(exp.evaluations())
-    state = exp.read_state()
-    generations = 0
-    strategy = None
-    if state is not None:
-        from taylorglo.search.strategy import CMAStrategy
-
-        strategy = CMAStrategy.loads(state)
-        generations = strategy.generation
-
-    lr = None
-    if candidate == "best":
-        from taylorglo.search.runner import chosen_candidate
-
-        best = chosen_candidate(exp, s.fitness)
-        if best is None or (best.get("selection") == "search" and best.get("val_accuracy") is None):
-            raise ValueError(
-                f"{directory} has no measured candidate yet ({len(records)} evaluations recorded)"
-            )
-        vector = [float(v) for v in best["vector"]]
-        lr = best.get("lr")
-        if best["selection"] == "final":
-            picked = {
-                "selection": "the final selection's choice: best mean validation accuracy on fresh seeds "
-                "among the search's top candidates and the CMA-ES mean (selection.json)",
-                "id": best.get("id"),
-                "generation": best.get("generation"),
-                "index": best.get("index"),
-                "val_accuracy": best.get("mean_val_accuracy"),
-                "lr": lr,
-            }
-        else:
-            picked = {
-                "selection": "best candidate of the journal (lowest fitness = 1 - val_accuracy, "
-                f"aggregated over its seeds by {s.fitness})",
-                "generation": best.get("generation"),
-                "index": best.get("index"),
-                "fitness": best.get("fitness"),
-                "val_accuracy": best.get("val_accuracy"),
-                "status": best.get("statuses", ["ok"])[0],
-                "seed": best.get("seeds", [None])[0],
-                "lr": lr,
-            }
-    else:
-        if strategy is None:
-            raise ValueError(
-                f"{directory} has no completed generation (no state.pkl): there is no CMA-ES mean yet"
-            )
-
-        space = cfg.search_space()
-        vector, lr = space.decode(strategy.mean)
-        picked = {
-            "selection": "CMA-ES mean after the last completed generation",
-            "generation": generations,
-            "sigma": strategy.sigma,
-            "space": s.space,
-            "coords": [float(c) for c in strategy.mean],
-            "lr": lr,
-        }
-
-    task = dict(cfg.task)
-    try:
-        from taylorglo.train import TrainConfig
-
-        effective = TrainConfig.from_dict(task).to_dict()
-    except Exception:
-        effective = task
-    budget = {k: effective[k] for k in _BUDGET_KEYS if k in effective and k not in ("dataset", "model")}
-    if lr is not None:  # a searched learning rate belongs to the loss: record it with the budget
-        budget["lr"] = float(lr)
-    finished = [r["finished_at"] for r in records if _finite(r.get("finished_at"))]
-    date = None
-    if finished:
-        date = datetime.datetime.fromtimestamp(max(finished), datetime.timezone.utc).date().isoformat()
-    results = _measured_results(exp.path, vector, MEASURED)
-    unknown = []
-    if results is None:
-        unknown.append(
-            "measured results: no one-shot evaluations of this vector in the experiment "
-            "(run `python -m taylorglo.search evaluate DIR` before exporting the best candidate)"
-        )
-    elif results["cross_entropy"] is None:
-        unknown.append("cross-entropy under the same protocol: not evaluated")
-    unknown.append("the package versions of the search itself (not recorded in the journal)")
-    provenance = {
-        "kind": "search",
-        "dataset": effective.get("dataset"),
-        "model": effective.get("model"),
-        "training_budget": budget,
-        "search_config": {"search": cfg.to_dict()["search"], "task": raw.get("task", {})},
-        "generations": generations,
-        "evaluations": len(records),
-        "experiment": exp.path.resolve().name,
-        "candidate": picked,
-        "known": [],
-        "unknown": unknown,
-    }
-    if num_classes is None:
-        num_classes = s.num_classes or NUM_CLASSES.get(str(effective.get("dataset", "")).lower(), 10)
-    if description is None:
-        what = "best candidate" if candidate == "best" else "CMA-ES mean"
-        description = (
-            f"TaylorGLO loss found by a CMA-ES search ({what}) on {effective.get('dataset')} "
-            f"with {effective.get('model')}"
-        )
-    return preset_from_vector(
-        vector,
-        name,
-        order=s.order,
-        variables=tuple(s.variables),
-        description=description,
-        provenance=provenance,
-        results=results,
-        num_classes=int(num_classes),
-        date=date,
-        tags=["search"],
-        notes=["versions are those of the environment that exported the preset"],
-    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -623,7 +387,6 @@ def export_package(
     out: Optional[PathLike] = None,
     *,
     name: Optional[str] = None,
-    candidate: str = "best",
     order: Optional[int] = None,
     variables: Sequence[str] = ("x", "y"),
     description: Optional[str] = None,
@@ -636,8 +399,6 @@ def export_package(
     ``source`` is one of
 
     * a :class:`Preset` or a preset document (``name`` renames it),
-    * a search experiment directory (``str`` or ``Path``; ``name`` required; ``candidate``
-      ``"best"`` or ``"mean"``, see :func:`preset_from_experiment`),
     * a bare parameter vector or ``TaylorPolynomial`` (``name`` required; ``order``,
       ``variables``, ``description`` as in :func:`preset_from_vector`).
 
@@ -648,16 +409,17 @@ def export_package(
         preset = source if isinstance(source, Preset) else Preset.from_dict(source, source="export_package()")
         if name is not None and name != preset.name:
             doc = preset.to_dict()
-            doc["name"] = _check_name(name)
+            doc["name"] = check_name(name)
             preset = Preset.from_dict(doc, source="export_package()")
         if description is not None and description != preset.description:
             doc = preset.to_dict()
             doc["description"] = description
             preset = Preset.from_dict(doc, source="export_package()")
     elif isinstance(source, (str, Path)):
-        if name is None:
-            raise ValueError("export_package(DIR) needs name= for the preset")
-        preset = preset_from_experiment(source, name, candidate=candidate, description=description)
+        raise TypeError(
+            f"export_package({str(source)!r}): an experiment directory is exported by the search: "
+            "taylorglo.search.export.export_experiment(DIR, NAME) or `python -m taylorglo.search export DIR --name NAME`"
+        )
     else:
         if name is None:
             raise ValueError("export_package(vector) needs name= for the preset")
@@ -694,10 +456,3 @@ def export_package(
             )
     (out / "README.md").write_text(readme_text(preset, plot_name), encoding="utf-8")
     return out
-
-
-def export_experiment(
-    directory: PathLike, name: str, out: Optional[PathLike] = None, *, candidate: str = "best", **options: Any
-) -> Path:
-    """``export_package(directory, out, name=name, candidate=candidate, ...)``; returns the folder."""
-    return export_package(Path(directory), out, name=name, candidate=candidate, **options)

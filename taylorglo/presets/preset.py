@@ -319,12 +319,6 @@ class Preset:
         """The document as indented JSON (floats written exactly, with ``repr``)."""
         return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
 
-    def loss(self, **overrides: Any):
-        """A :class:`taylorglo.TaylorLoss` of this preset; see :func:`taylorglo.presets.from_preset`."""
-        from taylorglo.presets.registry import from_preset
-
-        return from_preset(self, **overrides)
-
     def __eq__(self, other: object) -> bool:  # the source is where it came from, not what it is
         if not isinstance(other, Preset):
             return NotImplemented

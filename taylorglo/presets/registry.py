@@ -19,13 +19,15 @@ presets still load: a plugin can never make ``import taylorglo`` or ``get_preset
 preset fail. Two presets of the same name from different sources are an error
 (:class:`PresetConflictError`) naming both sources. ``TAYLORGLO_DISABLE_PLUGINS=1`` turns the
 entry-point discovery off (the built-ins and ``register_preset`` still work).
+
+The registry holds data only: ``TaylorLoss.from_preset(name, **options)`` (``taylorglo.loss``)
+builds the loss of a preset.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
-import importlib
 import os
 import re
 import threading
@@ -42,7 +44,6 @@ __all__ = [
     "PresetConflictError",
     "PresetPluginWarning",
     "UnknownPresetError",
-    "from_preset",
     "get_preset",
     "list_presets",
     "register_preset",
@@ -279,28 +280,3 @@ def unregister_preset(name: str) -> Preset:
         if name not in _presets:
             get_preset(name)  # raises UnknownPresetError with suggestions
         return _presets.pop(name)
-
-
-_LOSS_OPTIONS = ("reduction", "ignore_index", "label_smoothing", "backend", "validate")
-
-
-def from_preset(name: str | Preset, *, loss_class: Optional[type] = None, **overrides: Any):
-    """A :class:`taylorglo.TaylorLoss` with the preset's polynomial.
-
-    ``overrides`` are the loss options (``reduction``, ``ignore_index``, ``label_smoothing``,
-    ``backend``, ``validate``); the polynomial itself (params, order, variables) is the preset's.
-    ``loss_class`` builds a subclass of TaylorLoss instead (used by ``TaylorLoss.from_preset``).
-    """
-    preset = get_preset(name)
-    bad = [k for k in overrides if k not in _LOSS_OPTIONS]
-    if bad:
-        fixed = [k for k in bad if k in ("params", "order", "variables")]
-        why = (
-            f"the preset fixes {', '.join(fixed)}; build TaylorLoss(params, ...) for another polynomial"
-            if fixed
-            else f"accepted: {', '.join(_LOSS_OPTIONS)}"
-        )
-        raise TypeError(f"from_preset({preset.name!r}) got unexpected option(s) {', '.join(bad)}: {why}")
-    if loss_class is None:
-        loss_class = importlib.import_module("taylorglo.loss").TaylorLoss
-    return loss_class(list(preset.params), order=preset.order, variables=preset.variables, **overrides)

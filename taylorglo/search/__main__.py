@@ -18,14 +18,15 @@ and compare the best loss found with cross-entropy. Subcommands::
 
 Exit codes: 0 success, 1 runtime error or incomplete (status), 2 bad config or usage, 3 the
 directory is in use by another search.
+
+This module parses arguments and prints; the work is in library functions (``runner``,
+``baselines``, ``analysis``, ``export``) that tests call directly.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -58,44 +59,18 @@ def _load_for_run(target: str, dir_arg: str | None, overrides: list[str]):
     return directory, config
 
 
-def _print_result(result, cfg) -> None:
-    from taylorglo.search.analysis import formula_of
-
-    print(
-        f"{result.directory}: {result.generations} generations, {result.evaluations} evaluations; {result.stop_reason}"
-    )
-    b = result.chosen or result.best
-    if b is not None:
-        if result.chosen is not None:
-            print(
-                f"chosen: {b['id']} (mean validation accuracy {b['mean_val_accuracy']:.4f} on the final "
-                "selection's fresh seeds)"
-            )
-        else:
-            print(
-                f"best: fitness {b['fitness']:.4f} (val accuracy {_fmt(b.get('val_accuracy'))}) "
-                f"generation {b['generation']} candidate {b['index']}"
-            )
-        print(f"  vector: [{', '.join(f'{v:.6g}' for v in b['vector'])}]")
-        if b.get("lr") is not None:
-            print(f"  learning rate: {b['lr']:.6g}")
-        print(f"  f(x, y) = {formula_of(b['vector'], cfg.search.order, cfg.search.variables)}")
-
-
-def _fmt(v) -> str:
-    return f"{v:.4f}" if isinstance(v, (int, float)) else "-"
+def _print(lines) -> None:
+    for line in lines:
+        print(line)
 
 
 def cmd_run(args) -> int:
-    from taylorglo.search.config import ExperimentConfig
+    from taylorglo.search.analysis import result_lines
     from taylorglo.search.runner import run_search
 
     directory, config = _load_for_run(args.target, args.dir, args.set or [])
     result = run_search(directory, config, progress=None if not args.no_progress else False)
-    from taylorglo.search.journal import ExperimentDir
-
-    cfg = ExperimentConfig.from_dict(ExperimentDir(directory).read_config(), validate_task=False)
-    _print_result(result, cfg)
+    _print(result_lines(result))
     return 0
 
 
@@ -110,218 +85,30 @@ def cmd_init(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from taylorglo.search.analysis import experiment_status
+    from taylorglo.search.analysis import status_lines
 
-    st = experiment_status(args.dir)
-    state = "complete" if st["complete"] else "not complete"
-    print(f"{st['directory']}: {state}; {st['generations_done']}/{st['generation_limit']} generations done")
-    if st["open_generation"] is not None:
-        print(
-            f"open generation {st['open_generation']}: {st['open_generation_evaluated']}/"
-            f"{st['population_size'] * st['seeds_per_candidate']} trainings evaluated"
-        )
-    print(f"evaluations: {st['evaluations']}, failed or penalized: {st['failures']}")
-    for line in integrity_lines(st):
-        print(line)
-    if st["running"]:
-        print(f"running: {st['running']}")
-    if st["best"] is not None:
-        b = st["best"]
-        print(f"best fitness {b['fitness']:.4f} (generation {b['generation']}, candidate {b['index']})")
-    sel = st["selection"]
-    if sel and sel.get("chosen"):
-        c = sel["chosen"]
-        print(
-            f"final selection: chose {c['id']} (mean validation accuracy {c['mean_val_accuracy']:.4f} "
-            f"on {len(sel['seeds'])} fresh seeds)"
-        )
-    elif sel:
-        print(
-            f"final selection: in progress ({len(sel['contenders'])} contenders x {len(sel['seeds'])} seeds)"
-        )
-    tuned = st["baselines"]
-    if tuned and tuned.get("best_baseline"):
-        bb = tuned["best_baseline"]
-        print(
-            f"best tuned baseline: {bb['arm']} at lr {bb['lr']:.4g}, validation {bb['mean_val_accuracy']:.4f}"
-        )
-    from taylorglo.search.journal import ExperimentDir
-
-    exp = ExperimentDir(args.dir)
-    for rec in st["failed"][-args.failures :] if args.failures else []:
-        print(
-            f"- generation {rec['generation']} candidate {rec['index']}: {rec['status']} {rec.get('error') or ''}"
-        )
-        log = exp.log_path(rec["generation"], rec["index"])
-        if log.exists():
-            tail = log.read_text(errors="replace").splitlines()[-5:]
-            for line in tail:
-                print(f"    | {line}")
-    return 0 if st["complete"] else 1
-
-
-def integrity_lines(st: dict) -> list[str]:
-    """The ``integrity`` of ``experiment_status`` as text: one summary line, then one per problem."""
-    files = st["integrity"]["files"]
-    missing, final_missing = st["integrity"]["missing"], st["integrity"]["final_missing"]
-    counts = ", ".join(f"{name} {f['records']}" for name, f in files.items() if f["records"] or f["corrupt"])
-    corrupt = sum(len(f["corrupt"]) for f in files.values())
-    quarantined = sum(f["quarantined"] for f in files.values())
-    unchecked = sum(f["unchecked"] for f in files.values())
-    lines = [
-        f"integrity: records OK: {counts or 'none yet'}; corrupt lines: {corrupt}; quarantined: "
-        f"{quarantined}; missing: {len(missing) + len(final_missing)}"
-        + (f" ({unchecked} older records without a checksum)" if unchecked else "")
-    ]
-    for name, f in files.items():
-        for bad in f["corrupt"]:
-            why = bad["reason"]
-            if st["running"] and why.startswith("torn"):
-                why += ", or an append in progress"
-            lines.append(f"- {name} line {bad['line']}: {why}; `run` quarantines it")
-        if f["quarantined"]:
-            lines.append(
-                f"- {name}: {f['quarantined']} lines quarantined so far ({Path(name).stem}.quarantine.jsonl)"
-            )
-    if missing:
-        shown = ", ".join(f"g{g} c{i} s{r}" for g, i, r in missing[:8]) + (" ..." if len(missing) > 8 else "")
-        lines.append(
-            f"- evaluations of told generations without a record: {len(missing)} ({shown}); "
-            "`run` evaluates them again"
-        )
-    if final_missing:
-        shown = ", ".join(f"{c} s{r}" for c, r in final_missing[:8]) + (
-            " ..." if len(final_missing) > 8 else ""
-        )
-        lines.append(
-            f"- final-selection trainings without a record in final.jsonl: {len(final_missing)} "
-            f"({shown}); `run` trains them again"
-        )
-    return lines
+    lines, complete = status_lines(args.dir, failures=args.failures)
+    _print(lines)
+    return 0 if complete else 1
 
 
 def cmd_analyze(args) -> int:
-    from taylorglo.search.analysis import (
-        best_record,
-        experiment_status,
-        formula_of,
-        generation_table,
-        plot_experiment,
-        report_lines,
-        table_text,
-        write_csv,
-    )
-    from taylorglo.search.config import ExperimentConfig
-    from taylorglo.search.journal import ExperimentDir
-    from taylorglo.search.runner import aggregate_candidates
+    from taylorglo.search.analysis import analyze
 
-    dirs = []
-    for d in args.dirs:
-        p = Path(d)
-        if (p / "config.json").is_file():
-            dirs.append(p)
-        elif p.is_dir():
-            dirs += sorted(q.parent for q in p.glob("*/config.json"))
-        else:
-            return _error(f"{d} is not an experiment directory or a folder of them", 2)
-    if not dirs:
-        return _error("no experiment directories found", 2)
-    summary = []
-    for d in dirs:
-        cfg = ExperimentConfig.from_dict(ExperimentDir(d).read_config(), validate_task=False)
-        rows = generation_table(d)
-        write_csv(d / "generations.csv", rows)
-        best = best_record(d)
-        st = experiment_status(d)
-        summary.append(
-            {
-                "experiment": str(d),
-                "generations": st["generations_done"],
-                "evaluations": st["evaluations"],
-                "failures": st["failures"],
-                "best_fitness": best["fitness"] if best else None,
-                "best_val_accuracy": best.get("val_accuracy") if best else None,
-                "complete": st["complete"],
-            }
-        )
-        if len(dirs) > 1:
-            continue
-        print(
-            table_text(
-                rows,
-                [
-                    "generation",
-                    "trainings",
-                    "best_fitness",
-                    "median_fitness",
-                    "failed_share",
-                    "collapsed_share",
-                    "invariant_violations",
-                    "sigma",
-                    "scale_min",
-                    "scale_median",
-                    "scale_max",
-                ]
-                + (["lr_min", "lr_median", "lr_max"] if cfg.search.learning_rate == "searched" else []),
-            )
-        )
-        print(
-            f"(written to {d / 'generations.csv'}; sigma after each generation's update; scale: push at the "
-            "uniform prediction relative to cross-entropy's)"
-        )
-        for line in report_lines(d):
-            print(line)
-        if best is not None:
-            top = sorted(
-                aggregate_candidates(ExperimentDir(d).evaluations(), cfg.search.fitness),
-                key=lambda r: r["fitness"],
-            )[: args.top]
-            print("\nbest candidates:")
-            print(
-                table_text(
-                    [
-                        {
-                            "generation": r["generation"],
-                            "index": r["index"],
-                            "fitness": r["fitness"],
-                            "seeds": len(r["seeds"]),
-                            "val_accuracy": r.get("val_accuracy"),
-                            "lr": r.get("lr"),
-                        }
-                        for r in top
-                    ]
-                )
-            )
-            print(f"\nbest vector: [{', '.join(f'{v:.6g}' for v in best['vector'])}]")
-            print(f"f(x, y) = {formula_of(best['vector'], cfg.search.order, cfg.search.variables)}")
-        if not args.no_plots:
-            paths = plot_experiment(d)
-            if paths:
-                print("plots: " + ", ".join(str(p) for p in paths))
-            else:
-                print("plots skipped: matplotlib is not installed (pip install matplotlib)")
-    if len(dirs) > 1:
-        print(table_text(summary))
-        if args.dirs and Path(args.dirs[0]).is_dir() and len(args.dirs) == 1:
-            write_csv(Path(args.dirs[0]) / "summary.csv", summary)
+    try:
+        report = analyze(args.dirs, top=args.top, plots=not args.no_plots)
+    except ValueError as exc:
+        return _error(str(exc), 2)
+    _print(report["lines"])
     return 0
 
 
 def _compare(directory: Path, seeds: int, *, test: bool) -> dict:
     """Train the chosen loss and the best tuned baseline on fresh seeds; print means and the tests."""
-    from taylorglo.search.analysis import compare_with_baseline
+    from taylorglo.search.analysis import compare_with_baseline, comparison_lines
 
     out = compare_with_baseline(directory, seeds, test=test)
-    for metric in ("val_accuracy", "test_accuracy"):
-        t = out.get(metric)
-        if t is None:
-            continue
-        print(
-            f"{metric}: chosen loss {t['mean_a']:.4f} ± {t['std_a']:.4f}  {out['baseline']} "
-            f"{t['mean_b']:.4f} ± {t['std_b']:.4f}  (n = {t['n_a']}, {t['n_b']}; wins {t['wins']}/{t['pairs']})  "
-            f"Welch p = {t['p']:.3g}"
-            + (f", Mann-Whitney p = {t['mann_whitney_p']:.3g}" if t.get("mann_whitney_p") is not None else "")
-        )
+    _print(comparison_lines(out))
     return out
 
 
@@ -331,104 +118,52 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_baselines(args) -> int:
+    from taylorglo.search.analysis import baseline_lines
     from taylorglo.search.baselines import run_baselines
 
     summary = run_baselines(args.dir, lrs=args.lrs)
-    for line in baseline_lines(summary):
-        print(line)
+    _print(baseline_lines(summary))
     return 0 if summary["complete"] else 1
 
 
-def baseline_lines(summary: dict) -> list[str]:
-    from taylorglo.search.analysis import table_text
-
-    rows = []
-    for arm, t in summary["arms"].items():
-        row = {"arm": arm}
-        for lr in summary["grid"]:
-            cell = t["cells"].get(repr(lr))
-            row[f"lr {lr:.3g}"] = cell["mean_val_accuracy"] if cell else None
-        row["best lr"] = t["best"]["lr"] if t["best"] else None
-        rows.append(row)
-    lines = [f"validation accuracy, mean over {len(summary['seeds'])} seeds:", table_text(rows)]
-    c = summary.get("comparison")
-    if c:
-        lines.append(
-            f"chosen loss (re-tuned lr {summary['chosen']['lr']:.4g}) {c['mean_a']:.4f} vs best tuned baseline "
-            f"{c['b']} (lr {summary['best_baseline']['lr']:.4g}) {c['mean_b']:.4f}: wins {c['wins']}/{c['pairs']}, "
-            f"Welch p = {c['p']:.3g} (validation)"
-        )
-    return lines
-
-
-def _read_evaluations(spec: str) -> list[dict]:
-    p = Path(spec)
-    if p.is_dir():
-        p = p / "evaluations" / "chosen.jsonl"
-    if not p.is_file():
-        raise FileNotFoundError(f"{spec}: no evaluations (run `evaluate` on the experiment first)")
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-
-
 def cmd_ttest(args) -> int:
-    from taylorglo.search.analysis import welch_ttest
+    from taylorglo.search.analysis import ttest_lines
 
-    if args.b is None:
-        from taylorglo.search.journal import ExperimentDir
-
-        tuned = ExperimentDir(args.a).read_baselines() if Path(args.a).is_dir() else None
-        if not tuned or not tuned.get("comparison"):
-            return _error(
-                f"{args.a} has no tuned baselines to compare with: run `python -m taylorglo.search "
-                f"baselines {args.a}` first, or give two evaluation sets",
-                2,
-            )
-        for line in baseline_lines(tuned)[2:]:
-            print(line)
-        c = tuned["comparison"]
-        t = "inf" if c["t"] is None else f"{c['t']:.3f}"
-        d = "inf" if c["cohens_d"] is None else f"{c['cohens_d']:.3f}"
-        print(f"Welch t = {t}, df = {c['df']:.1f}, Cohen's d = {d}")
-        return 0
-    a = [r[args.metric] for r in _read_evaluations(args.a) if isinstance(r.get(args.metric), (int, float))]
-    b = [r[args.metric] for r in _read_evaluations(args.b) if isinstance(r.get(args.metric), (int, float))]
-    t = welch_ttest(a, b)
-    print(
-        f"{args.metric}: A {t['mean_a']:.4f} ± {t['std_a']:.4f} (n={t['n_a']})  B {t['mean_b']:.4f} ± {t['std_b']:.4f} (n={t['n_b']})"
-    )
-    print(f"Welch t = {t['t']:.3f}, df = {t['df']:.1f}, p = {t['p']:.4g}, Cohen's d = {t['cohens_d']:.3f}")
+    try:
+        lines = ttest_lines(args.a, args.b, args.metric)
+    except ValueError as exc:
+        return _error(str(exc), 2)
+    _print(lines)
     return 0
 
 
 def cmd_invocation(args) -> int:
-    from taylorglo.search.config import ExperimentConfig
-    from taylorglo.search.journal import ExperimentDir
+    from taylorglo.search.analysis import invocation
 
-    exp = ExperimentDir(args.dir)
-    cfg = ExperimentConfig.from_dict(exp.read_config(), validate_task=False)
-    stored = exp.read_population(args.generation)
-    if stored is None:
-        return _error(f"{args.dir} has no generation {args.generation}", 2)
-    cands = stored[0]["candidates"]
-    if not 0 <= args.index < len(cands):
-        return _error(f"generation {args.generation} has candidates 0..{len(cands) - 1}, not {args.index}", 2)
-    cand = cands[args.index]
-    task = dict(cfg.task, seed=cand["seed"])
-    from taylorglo.train.losses import LossSpec
+    try:
+        command = invocation(args.dir, args.generation, args.index)
+    except ValueError as exc:
+        return _error(str(exc), 2)
+    print(command)
+    return 0
 
-    loss = str(LossSpec.taylor(cand["vector"], order=cfg.search.order, variables=tuple(cfg.search.variables)))
-    print(
-        "python -m taylorglo.train --config-json "
-        + shlex.quote(json.dumps(task, sort_keys=True))
-        + " --loss "
-        + shlex.quote(loss)
-    )
+
+def cmd_export(args) -> int:
+    from taylorglo.presets.cli import package_options
+    from taylorglo.search.export import export_experiment
+
+    try:
+        path = export_experiment(args.dir, args.name, candidate=args.candidate, **package_options(args))
+    except FileExistsError as exc:  # usage, not a crash
+        return _error(str(exc), 2)
+    print(f"wrote {path}; install it with: pip install {path}")
     return 0
 
 
 def cmd_default(args) -> int:
+    from taylorglo.search.analysis import baseline_lines, result_lines
+    from taylorglo.search.baselines import run_baselines
     from taylorglo.search.config import ExperimentConfig, default_experiment
-    from taylorglo.search.journal import ExperimentDir
     from taylorglo.search.runner import run_search
 
     directory = Path(args.dir) if args.dir else DEFAULT_DIR
@@ -439,13 +174,9 @@ def cmd_default(args) -> int:
         f"{config.search.population_size} candidates x {config.search.generations} generations"
     )
     result = run_search(directory, config, progress=None)
-    cfg = ExperimentConfig.from_dict(ExperimentDir(directory).read_config(), validate_task=False)
-    _print_result(result, cfg)
-    from taylorglo.search.baselines import run_baselines
-
+    _print(result_lines(result))
     print("tuning the baselines' learning rates (and the chosen loss's) on the same grid and seeds ...")
-    for line in baseline_lines(run_baselines(directory, log=None)):
-        print(line)
+    _print(baseline_lines(run_baselines(directory, log=None)))
     _compare(directory, 3, test=True)
     print(
         f"total time {time.perf_counter() - t0:.0f} s; more: python -m taylorglo.search analyze {directory}"
@@ -509,10 +240,18 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("generation", type=int)
     v.add_argument("index", type=int)
     v.set_defaults(func=cmd_invocation)
-    from taylorglo.presets.cli import add_export_arguments, cmd_export
+    from taylorglo.presets.cli import add_package_arguments
 
-    x = sub.add_parser("export", help="write the best loss as a pip-installable preset package")
-    add_export_arguments(x, dir_required=True)
+    x = sub.add_parser("export", help="write the found loss as a pip-installable preset package")
+    x.add_argument("dir", help="a search experiment directory")
+    x.add_argument("--name", required=True, help="the preset name, e.g. cifar10-allcnnc")
+    x.add_argument(
+        "--candidate",
+        choices=("best", "mean"),
+        default="best",
+        help="the search's chosen (else best measured) candidate, or the final CMA-ES mean (default best)",
+    )
+    add_package_arguments(x)
     x.set_defaults(func=cmd_export)
     return p
 

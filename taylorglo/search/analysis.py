@@ -1,5 +1,10 @@
 """Reading an experiment directory: status, the generations table, the best loss, plots, one-shot
 evaluations over seeds (the original's one-shot runs) and Welch's t-test between two sets of them.
+
+Every command of ``python -m taylorglo.search`` that reads an experiment has its work here, as a
+function that returns data or text lines (``status_lines``, ``analyze``, ``comparison_lines``,
+``baseline_lines``, ``ttest_lines``, ``invocation``); the CLI parses arguments and prints them.
+All files are read through ``ExperimentDir``.
 """
 
 from __future__ import annotations
@@ -11,11 +16,11 @@ import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Optional
 
 from taylorglo.search.config import ExperimentConfig
-from taylorglo.search.journal import ExperimentDir, atomic_write
+from taylorglo.search.journal import MEASURED, ExperimentDir, atomic_write
 from taylorglo.search.runner import (
-    MEASURED,
     aggregate_candidates,
     chosen_candidate,
     fresh_seeds,
@@ -27,12 +32,19 @@ from taylorglo.search.runner import (
 from taylorglo.search.stats import welch_ttest
 
 __all__ = [
+    "analyze",
+    "baseline_lines",
     "best_record",
+    "comparison_lines",
     "evaluate_losses",
     "experiment_status",
     "formula_of",
     "generation_table",
+    "integrity_lines",
+    "invocation",
     "plot_experiment",
+    "status_lines",
+    "ttest_lines",
     "welch_ttest",
 ]
 
@@ -205,13 +217,18 @@ def table_text(rows: list[dict], columns: Sequence[str] | None = None) -> str:
     return "\n".join(lines)
 
 
-def write_csv(path, rows: list[dict]) -> None:
+def csv_text(rows: list[dict]) -> str:
     buf = io.StringIO()
     if rows:
         writer = csv.DictWriter(buf, fieldnames=list(rows[0].keys()))
         writer.writeheader()
         writer.writerows(rows)
-    atomic_write(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def write_csv(path, rows: list[dict]) -> None:
+    """Write ``rows`` as CSV to ``path`` (atomically); an experiment's tables go through ``ExperimentDir``."""
+    atomic_write(path, csv_text(rows))
 
 
 def plot_experiment(directory) -> list[Path]:
@@ -240,7 +257,7 @@ def plot_experiment(directory) -> list[Path]:
         ax.legend()
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        path = exp.path / "fitness.png"
+        path = exp.artifact_path("fitness.png")
         fig.savefig(path, dpi=100)
         plt.close(fig)
         out.append(path)
@@ -264,7 +281,7 @@ def plot_experiment(directory) -> list[Path]:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        path = exp.path / "best_loss.png"
+        path = exp.artifact_path("best_loss.png")
         fig.savefig(path, dpi=100)
         plt.close(fig)
         out.append(path)
@@ -294,25 +311,19 @@ def evaluate_losses(
 
     exp = ExperimentDir(directory)
     cfg = _config(exp)
-    edir = exp.path / "evaluations"
-    edir.mkdir(exist_ok=True)
     results: dict[str, list[dict]] = {}
     todo = []
     for name, spec in losses.items():
-        path = edir / f"{name}.jsonl"
         cached = {}
-        if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
-                if rec.get("spec") == spec:
-                    cached[rec["seed"]] = rec
+        for rec in exp.read_evaluation_set(name, spec):
+            cached[rec["seed"]] = rec
         results[name] = [cached[s] for s in seeds if s in cached]
         todo += [(name, spec, s) for s in seeds if s not in cached]
         if log is not None and results[name]:
-            log(f"  {name}: {len(results[name])} of {len(seeds)} seeds already trained ({path}); reused")
+            log(
+                f"  {name}: {len(results[name])} of {len(seeds)} seeds already trained "
+                f"({exp.evaluation_path(name)}); reused"
+            )
     if todo:
         own = backend is None
         if own:
@@ -338,8 +349,7 @@ def evaluate_losses(
                     res = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
                 res.pop("log", None)
                 rec = {"seed": seed, "spec": spec, **res}
-                with open(edir / f"{name}.jsonl", "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(rec, sort_keys=True, default=str) + "\n")
+                exp.append_evaluation_set(name, rec)
                 results[name].append(rec)
                 if log is not None:
                     log(
@@ -464,4 +474,328 @@ def report_lines(directory) -> list[str]:
             "baselines not tuned yet: `python -m taylorglo.search baselines DIR` tunes cross-entropy and "
             "label smoothing as hard as the found loss"
         )
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------
+# The commands' work, as text lines (``python -m taylorglo.search`` prints them)
+
+
+def integrity_lines(st: dict) -> list[str]:
+    """The ``integrity`` of ``experiment_status`` as text: one summary line, then one per problem."""
+    files = st["integrity"]["files"]
+    missing, final_missing = st["integrity"]["missing"], st["integrity"]["final_missing"]
+    counts = ", ".join(f"{name} {f['records']}" for name, f in files.items() if f["records"] or f["corrupt"])
+    corrupt = sum(len(f["corrupt"]) for f in files.values())
+    quarantined = sum(f["quarantined"] for f in files.values())
+    unchecked = sum(f["unchecked"] for f in files.values())
+    lines = [
+        f"integrity: records OK: {counts or 'none yet'}; corrupt lines: {corrupt}; quarantined: "
+        f"{quarantined}; missing: {len(missing) + len(final_missing)}"
+        + (f" ({unchecked} older records without a checksum)" if unchecked else "")
+    ]
+    for name, f in files.items():
+        for bad in f["corrupt"]:
+            why = bad["reason"]
+            if st["running"] and why.startswith("torn"):
+                why += ", or an append in progress"
+            lines.append(f"- {name} line {bad['line']}: {why}; `run` quarantines it")
+        if f["quarantined"]:
+            lines.append(
+                f"- {name}: {f['quarantined']} lines quarantined so far ({Path(name).stem}.quarantine.jsonl)"
+            )
+    if missing:
+        shown = ", ".join(f"g{g} c{i} s{r}" for g, i, r in missing[:8]) + (" ..." if len(missing) > 8 else "")
+        lines.append(
+            f"- evaluations of told generations without a record: {len(missing)} ({shown}); "
+            "`run` evaluates them again"
+        )
+    if final_missing:
+        shown = ", ".join(f"{c} s{r}" for c, r in final_missing[:8]) + (
+            " ..." if len(final_missing) > 8 else ""
+        )
+        lines.append(
+            f"- final-selection trainings without a record in final.jsonl: {len(final_missing)} "
+            f"({shown}); `run` trains them again"
+        )
+    return lines
+
+
+def status_lines(directory, failures: int = 10) -> tuple[list[str], bool]:
+    """(the text of ``status DIR``, whether the experiment is complete).
+
+    ``failures``: how many of the last failed trainings to show, each with its log's last lines.
+    """
+    st = experiment_status(directory)
+    lines = []
+    state = "complete" if st["complete"] else "not complete"
+    lines.append(
+        f"{st['directory']}: {state}; {st['generations_done']}/{st['generation_limit']} generations done"
+    )
+    if st["open_generation"] is not None:
+        lines.append(
+            f"open generation {st['open_generation']}: {st['open_generation_evaluated']}/"
+            f"{st['population_size'] * st['seeds_per_candidate']} trainings evaluated"
+        )
+    lines.append(f"evaluations: {st['evaluations']}, failed or penalized: {st['failures']}")
+    lines += integrity_lines(st)
+    if st["running"]:
+        lines.append(f"running: {st['running']}")
+    if st["best"] is not None:
+        b = st["best"]
+        lines.append(
+            f"best fitness {b['fitness']:.4f} (generation {b['generation']}, candidate {b['index']})"
+        )
+    sel = st["selection"]
+    if sel and sel.get("chosen"):
+        c = sel["chosen"]
+        lines.append(
+            f"final selection: chose {c['id']} (mean validation accuracy {c['mean_val_accuracy']:.4f} "
+            f"on {len(sel['seeds'])} fresh seeds)"
+        )
+    elif sel:
+        lines.append(
+            f"final selection: in progress ({len(sel['contenders'])} contenders x {len(sel['seeds'])} seeds)"
+        )
+    tuned = st["baselines"]
+    if tuned and tuned.get("best_baseline"):
+        bb = tuned["best_baseline"]
+        lines.append(
+            f"best tuned baseline: {bb['arm']} at lr {bb['lr']:.4g}, validation {bb['mean_val_accuracy']:.4f}"
+        )
+    exp = ExperimentDir(directory)
+    for rec in st["failed"][-failures:] if failures else []:
+        lines.append(
+            f"- generation {rec['generation']} candidate {rec['index']}: {rec['status']} {rec.get('error') or ''}"
+        )
+        for line in exp.log_tail(rec["generation"], rec["index"]):
+            lines.append(f"    | {line}")
+    return lines, bool(st["complete"])
+
+
+_ANALYZE_COLUMNS = (
+    "generation",
+    "trainings",
+    "best_fitness",
+    "median_fitness",
+    "failed_share",
+    "collapsed_share",
+    "invariant_violations",
+    "sigma",
+    "scale_min",
+    "scale_median",
+    "scale_max",
+)
+
+
+def analyze(paths: Sequence, *, top: int = 5, plots: bool = True) -> dict:
+    """``analyze``: for each experiment (a directory, or a folder of them) write ``generations.csv``
+    (and the plots), and describe it.
+
+    Returns ``{"experiments": [ExperimentDir, ...], "summary": [one row per experiment], "lines":
+    [the text]}``; with one experiment the text holds its generations table, the final selection,
+    the baselines, the best candidates and the best loss's formula; with several, the summary
+    table (also written as ``summary.csv`` when a single folder was given). ValueError when a path
+    is not an experiment directory or a folder of them.
+    """
+    exps: list[ExperimentDir] = []
+    for d in paths:
+        found = ExperimentDir.find(d)
+        if not found and not ExperimentDir(d).path.is_dir():
+            raise ValueError(f"{d} is not an experiment directory or a folder of them")
+        exps += found
+    if not exps:
+        raise ValueError("no experiment directories found")
+    lines: list[str] = []
+    summary = []
+    for exp in exps:
+        d = exp.path
+        cfg = _config(exp)
+        rows = generation_table(d)
+        exp.write_artifact("generations.csv", csv_text(rows))
+        best = best_record(d)
+        st = experiment_status(d)
+        summary.append(
+            {
+                "experiment": str(d),
+                "generations": st["generations_done"],
+                "evaluations": st["evaluations"],
+                "failures": st["failures"],
+                "best_fitness": best["fitness"] if best else None,
+                "best_val_accuracy": best.get("val_accuracy") if best else None,
+                "complete": st["complete"],
+            }
+        )
+        if len(exps) > 1:
+            continue
+        columns = list(_ANALYZE_COLUMNS)
+        if cfg.search.learning_rate == "searched":
+            columns += ["lr_min", "lr_median", "lr_max"]
+        lines.append(table_text(rows, columns))
+        lines.append(
+            f"(written to {exp.artifact_path('generations.csv')}; sigma after each generation's update; "
+            "scale: push at the uniform prediction relative to cross-entropy's)"
+        )
+        lines += report_lines(d)
+        if best is not None:
+            ranked = sorted(
+                aggregate_candidates(exp.evaluations(), cfg.search.fitness), key=lambda r: r["fitness"]
+            )
+            lines.append("\nbest candidates:")
+            lines.append(
+                table_text(
+                    [
+                        {
+                            "generation": r["generation"],
+                            "index": r["index"],
+                            "fitness": r["fitness"],
+                            "seeds": len(r["seeds"]),
+                            "val_accuracy": r.get("val_accuracy"),
+                            "lr": r.get("lr"),
+                        }
+                        for r in ranked[:top]
+                    ]
+                )
+            )
+            lines.append(f"\nbest vector: [{', '.join(f'{v:.6g}' for v in best['vector'])}]")
+            lines.append(f"f(x, y) = {formula_of(best['vector'], cfg.search.order, cfg.search.variables)}")
+        if plots:
+            written = plot_experiment(d)
+            if written:
+                lines.append("plots: " + ", ".join(str(p) for p in written))
+            else:
+                lines.append("plots skipped: matplotlib is not installed (pip install matplotlib)")
+    if len(exps) > 1:
+        lines.append(table_text(summary))
+        if len(paths) == 1 and Path(paths[0]).is_dir():
+            write_csv(Path(paths[0]) / "summary.csv", summary)
+    return {"experiments": exps, "summary": summary, "lines": lines}
+
+
+def comparison_lines(out: dict) -> list[str]:
+    """The result of ``compare_with_baseline`` as text: per metric, the means and the tests."""
+    lines = []
+    for metric in ("val_accuracy", "test_accuracy"):
+        t = out.get(metric)
+        if t is None:
+            continue
+        lines.append(
+            f"{metric}: chosen loss {t['mean_a']:.4f} ± {t['std_a']:.4f}  {out['baseline']} "
+            f"{t['mean_b']:.4f} ± {t['std_b']:.4f}  (n = {t['n_a']}, {t['n_b']}; wins {t['wins']}/{t['pairs']})  "
+            f"Welch p = {t['p']:.3g}"
+            + (f", Mann-Whitney p = {t['mann_whitney_p']:.3g}" if t.get("mann_whitney_p") is not None else "")
+        )
+    return lines
+
+
+def baseline_lines(summary: dict) -> list[str]:
+    """The summary of ``run_baselines`` (``baselines.json``) as text: the tuning table, the comparison."""
+    rows = []
+    for arm, t in summary["arms"].items():
+        row = {"arm": arm}
+        for lr in summary["grid"]:
+            cell = t["cells"].get(repr(lr))
+            row[f"lr {lr:.3g}"] = cell["mean_val_accuracy"] if cell else None
+        row["best lr"] = t["best"]["lr"] if t["best"] else None
+        rows.append(row)
+    lines = [f"validation accuracy, mean over {len(summary['seeds'])} seeds:", table_text(rows)]
+    c = summary.get("comparison")
+    if c:
+        lines.append(
+            f"chosen loss (re-tuned lr {summary['chosen']['lr']:.4g}) {c['mean_a']:.4f} vs best tuned baseline "
+            f"{c['b']} (lr {summary['best_baseline']['lr']:.4g}) {c['mean_b']:.4f}: wins {c['wins']}/{c['pairs']}, "
+            f"Welch p = {c['p']:.3g} (validation)"
+        )
+    return lines
+
+
+def read_evaluations(spec) -> list[dict]:
+    """One-shot evaluations: an experiment's ``chosen`` set (a directory) or an evaluations file."""
+    from taylorglo.search.journal import read_evaluation_file
+
+    p = Path(spec)
+    exp = ExperimentDir(p)
+    path = exp.evaluation_path("chosen") if p.is_dir() else p
+    if not path.is_file():
+        raise FileNotFoundError(f"{spec}: no evaluations (run `evaluate` on the experiment first)")
+    return exp.read_evaluation_set("chosen") if p.is_dir() else read_evaluation_file(p)
+
+
+def ttest_lines(a, b=None, metric: str = "test_accuracy") -> list[str]:
+    """``ttest``: with one experiment, its chosen loss against its best tuned baseline (``baselines.json``);
+    with two evaluation sets (directories or ``.jsonl`` files), Welch's t-test on ``metric``.
+
+    ValueError when ``a`` alone has no tuned baselines.
+    """
+    if b is None:
+        tuned = ExperimentDir(a).read_baselines() if Path(a).is_dir() else None
+        if not tuned or not tuned.get("comparison"):
+            raise ValueError(
+                f"{a} has no tuned baselines to compare with: run `python -m taylorglo.search "
+                f"baselines {a}` first, or give two evaluation sets"
+            )
+        lines = baseline_lines(tuned)[2:]
+        c = tuned["comparison"]
+        t = "inf" if c["t"] is None else f"{c['t']:.3f}"
+        d = "inf" if c["cohens_d"] is None else f"{c['cohens_d']:.3f}"
+        return lines + [f"Welch t = {t}, df = {c['df']:.1f}, Cohen's d = {d}"]
+    xs = [r[metric] for r in read_evaluations(a) if isinstance(r.get(metric), (int, float))]
+    ys = [r[metric] for r in read_evaluations(b) if isinstance(r.get(metric), (int, float))]
+    t = welch_ttest(xs, ys)
+    return [
+        f"{metric}: A {t['mean_a']:.4f} ± {t['std_a']:.4f} (n={t['n_a']})  "
+        f"B {t['mean_b']:.4f} ± {t['std_b']:.4f} (n={t['n_b']})",
+        f"Welch t = {t['t']:.3f}, df = {t['df']:.1f}, p = {t['p']:.4g}, Cohen's d = {t['cohens_d']:.3f}",
+    ]
+
+
+def invocation(directory, generation: int, index: int) -> str:
+    """The standalone ``python -m taylorglo.train`` command of one candidate (ValueError when absent)."""
+    import shlex
+
+    from taylorglo.train.losses import LossSpec
+
+    exp = ExperimentDir(directory)
+    cfg = _config(exp)
+    stored = exp.read_population(generation)
+    if stored is None:
+        raise ValueError(f"{directory} has no generation {generation}")
+    cands = stored[0]["candidates"]
+    if not 0 <= index < len(cands):
+        raise ValueError(f"generation {generation} has candidates 0..{len(cands) - 1}, not {index}")
+    cand = cands[index]
+    task = dict(cfg.task, seed=cand["seed"])
+    loss = str(LossSpec.taylor(cand["vector"], order=cfg.search.order, variables=tuple(cfg.search.variables)))
+    return (
+        "python -m taylorglo.train --config-json "
+        + shlex.quote(json.dumps(task, sort_keys=True))
+        + " --loss "
+        + shlex.quote(loss)
+    )
+
+
+def result_lines(result, cfg: Optional[ExperimentConfig] = None) -> list[str]:
+    """A ``SearchResult`` as text: where it stopped, the chosen (or best) loss and its formula."""
+    if cfg is None:
+        cfg = _config(ExperimentDir(result.directory))
+    lines = [
+        f"{result.directory}: {result.generations} generations, {result.evaluations} evaluations; "
+        f"{result.stop_reason}"
+    ]
+    b = result.chosen or result.best
+    if b is not None:
+        if result.chosen is not None:
+            lines.append(
+                f"chosen: {b['id']} (mean validation accuracy {b['mean_val_accuracy']:.4f} on the final "
+                "selection's fresh seeds)"
+            )
+        else:
+            lines.append(
+                f"best: fitness {b['fitness']:.4f} (val accuracy {_fmt(b.get('val_accuracy'))}) "
+                f"generation {b['generation']} candidate {b['index']}"
+            )
+        lines.append(f"  vector: [{', '.join(f'{v:.6g}' for v in b['vector'])}]")
+        if b.get("lr") is not None:
+            lines.append(f"  learning rate: {b['lr']:.6g}")
+        lines.append(f"  f(x, y) = {formula_of(b['vector'], cfg.search.order, cfg.search.variables)}")
     return lines

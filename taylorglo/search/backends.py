@@ -24,6 +24,8 @@ import threading
 import time
 from typing import Any
 
+from taylorglo.search.journal import Job, job_dict
+
 __all__ = [
     "Backend",
     "InlineBackend",
@@ -51,7 +53,8 @@ class Backend:
 
     capacity: int = 1
 
-    def submit(self, job: dict) -> concurrent.futures.Future:
+    def submit(self, job: Job | dict) -> concurrent.futures.Future:
+        """Run ``job`` (a :class:`~taylorglo.search.journal.Job` or its dict); the future holds the result."""
         raise NotImplementedError
 
     def cancel(self, future: concurrent.futures.Future) -> None:
@@ -78,7 +81,7 @@ class InlineBackend(Backend):
 
     capacity = 1
 
-    def submit(self, job: dict) -> concurrent.futures.Future:
+    def submit(self, job: Job | dict) -> concurrent.futures.Future:
         from taylorglo.search.worker import run_job
 
         fut: concurrent.futures.Future = concurrent.futures.Future()
@@ -206,7 +209,8 @@ class LocalBackend(Backend):
         return [s.process.pid for s in self._slots]
 
     # ------------------------------------------------------------------------------------------
-    def submit(self, job: dict) -> concurrent.futures.Future:
+    def submit(self, job: Job | dict) -> concurrent.futures.Future:
+        job = job_dict(job)  # the worker process receives the plain dict
         if self._broken is not None:
             raise WorkerDied(self._broken)
         if self._closed:
@@ -414,10 +418,10 @@ class RayBackend(Backend):
         self._thread = threading.Thread(target=self._poll, name="taylorglo-ray-backend", daemon=True)
         self._thread.start()
 
-    def submit(self, job: dict) -> concurrent.futures.Future:
+    def submit(self, job: Job | dict) -> concurrent.futures.Future:
         fut: concurrent.futures.Future = concurrent.futures.Future()
         fut.set_running_or_notify_cancel()
-        ref = self._remote.remote(job, self.threads)
+        ref = self._remote.remote(job_dict(job), self.threads)
         with self._lock:
             self._pending[ref] = (fut, time.monotonic())
         return fut

@@ -24,11 +24,9 @@ import time
 from collections.abc import Callable
 
 from taylorglo.search.config import ExperimentConfig
-from taylorglo.search.journal import ExperimentDir, fault_point
+from taylorglo.search.journal import MEASURED, ExperimentDir, fault_point, fitness_of
 from taylorglo.search.runner import (
-    MEASURED,
     chosen_candidate,
-    fitness_of,
     fresh_seeds,
     make_job,
     run_jobs,

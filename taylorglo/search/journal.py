@@ -16,6 +16,10 @@ Layout::
     DIR/baselines.json                   their summary: each arm's best learning rate
     DIR/logs/gNNNN-cNN[-sR].log          the end of each training's output (R: the seed's replica)
     DIR/search.log                       one line per generation
+    DIR/tensorboard/                     per-generation curves (when tensorboard is installed)
+    DIR/evaluations/NAME.jsonl           one-shot trainings of a named loss on given seeds
+                                         (``evaluate``, ``analysis.evaluate_losses``)
+    DIR/generations.csv, DIR/*.png       derived tables and plots (``analyze``)
 
 Crash safety: every file except the JSONL files is written as tmp + fsync + ``os.replace`` (+ fsync
 of the directory), so a reader sees either the old or the new version. The commit points of a
@@ -32,28 +36,240 @@ counted from 1 in the file as it was) and rewrites the file without them atomica
 first append (``run`` does it for the journal and ``final.jsonl`` as soon as it holds the lock);
 readers only skip them, and ``integrity`` reports them. The record a quarantined line held is then
 missing, and ``run`` evaluates it again (see ``taylorglo.search.runner``).
+
+This module owns the formats: :class:`ExperimentDir` is the only code that opens an experiment's
+files, :class:`Job` is what a backend's evaluator receives, :class:`EvaluationRecord` one line of
+``journal.jsonl`` and :data:`MEASURED` the statuses whose ``val_accuracy`` is a measurement.
 """
 
 from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import socket
 import sys
 import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 __all__ = [
     "CHECKSUM_FIELD",
+    "MEASURED",
     "CorruptLine",
+    "EvaluationRecord",
     "ExperimentDir",
     "ExperimentLocked",
+    "Job",
     "atomic_write",
     "decode_line",
     "encode_line",
+    "is_measured",
+    "read_evaluation_file",
 ]
+
+# Statuses whose val_accuracy is a real measurement; all others get the penalty.
+MEASURED = ("ok", "below_threshold")
+
+
+def is_measured(record: Mapping[str, Any]) -> bool:
+    """Whether a record's (journal, final, baseline or one-shot) status is a measurement."""
+    return record.get("status") in MEASURED
+
+
+# --- the job and the journal record ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Job:
+    """One training of one loss on one seed: what a backend's evaluator receives (as ``to_dict()``).
+
+    The wire format is a plain dict (it crosses process and machine boundaries, and custom
+    evaluators index it)::
+
+        {"generation": 3, "index": 5, "replica": 0, "attempt": 0, "vector": [...] | None,
+         "loss": "cross-entropy" | None, "order": 3, "variables": ["x", "y"], "seed": 123,
+         "task": {...trainer config...}, "evaluator": "module:function", "options": {...},
+         "evaluate_test": False}
+
+    ``vector`` is a Taylor parameter vector of ``order``/``variables``; ``loss`` (a trainer loss
+    spec) replaces it. ``generation`` is -1 for one-shot and final-selection trainings, -2 for
+    baseline tuning.
+    """
+
+    generation: int
+    index: int
+    seed: int
+    task: dict
+    evaluator: str
+    order: int = 3
+    variables: tuple[str, ...] = ("x", "y")
+    vector: Optional[tuple[float, ...]] = None
+    loss: Optional[str] = None
+    replica: int = 0
+    attempt: int = 0
+    options: dict = field(default_factory=dict)
+    evaluate_test: bool = False
+
+    def to_dict(self) -> dict:
+        return {
+            "generation": self.generation,
+            "index": self.index,
+            "replica": self.replica,
+            "attempt": self.attempt,
+            "vector": None if self.vector is None else list(self.vector),
+            "loss": self.loss,
+            "order": self.order,
+            "variables": list(self.variables),
+            "seed": int(self.seed),
+            "task": dict(self.task),
+            "evaluator": self.evaluator,
+            "options": dict(self.options or {}),
+            "evaluate_test": bool(self.evaluate_test),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Job:
+        """A Job from its wire dict (older dicts without replica, loss or evaluate_test included)."""
+        return cls(
+            generation=int(d["generation"]),
+            index=int(d["index"]),
+            seed=int(d["seed"]),
+            task=dict(d.get("task") or {}),
+            evaluator=str(d["evaluator"]),
+            order=int(d.get("order", 3)),
+            variables=tuple(d.get("variables") or ("x", "y")),
+            vector=None if d.get("vector") is None else tuple(float(v) for v in d["vector"]),
+            loss=d.get("loss"),
+            replica=int(d.get("replica", 0)),
+            attempt=int(d.get("attempt", 0)),
+            options=dict(d.get("options") or {}),
+            evaluate_test=bool(d.get("evaluate_test", False)),
+        )
+
+
+def job_dict(job: Job | Mapping[str, Any]) -> dict:
+    """The wire dict of a Job (a dict is passed through)."""
+    return job.to_dict() if isinstance(job, Job) else dict(job)
+
+
+# The result fields an evaluator reports that a journal record keeps (NaN stored as null).
+RESULT_FIELDS = (
+    "val_accuracy",
+    "val_loss",
+    "test_accuracy",
+    "steps",
+    "wall_time",
+    "train_time",
+    "worker",
+    "error",
+)
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    """One line of ``journal.jsonl``: a finished training of a (candidate, seed replica).
+
+    ``to_dict()`` is the stored JSON object (the checksum is added by ``encode_line``);
+    ``from_dict`` reads a stored one (lines from before seeds per candidate have no ``replica``: 0).
+    ``fitness`` is minimized: ``1 - val_accuracy`` for a measured status, else the penalty.
+    """
+
+    generation: int
+    index: int
+    seed: int
+    vector: Sequence[float]
+    status: str
+    fitness: float
+    replica: int = 0
+    lr: Optional[float] = None
+    violates_invariant: Optional[bool] = None
+    attempts: int = 1
+    val_accuracy: Optional[float] = None
+    val_loss: Optional[float] = None
+    test_accuracy: Optional[float] = None
+    steps: Optional[int] = None
+    wall_time: Optional[float] = None
+    train_time: Optional[float] = None
+    worker: Optional[str] = None
+    error: Optional[str] = None
+    finished_at: Optional[float] = None
+
+    @property
+    def measured(self) -> bool:
+        return self.status in MEASURED
+
+    def to_dict(self) -> dict:
+        out = {
+            "generation": self.generation,
+            "index": self.index,
+            "replica": self.replica,
+            "seed": self.seed,
+            "vector": self.vector,
+            "lr": self.lr,
+            "violates_invariant": self.violates_invariant,
+            "attempts": self.attempts,
+            "status": self.status,
+        }
+        for key in RESULT_FIELDS:
+            out[key] = getattr(self, key)
+        out["fitness"] = self.fitness
+        out["finished_at"] = self.finished_at
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> EvaluationRecord:
+        known = {f for f in cls.__dataclass_fields__}
+        kwargs = {k: v for k, v in d.items() if k in known}
+        kwargs.setdefault("replica", 0)
+        return cls(**kwargs)
+
+    @classmethod
+    def from_result(
+        cls,
+        result: Mapping[str, Any],
+        *,
+        generation: int,
+        index: int,
+        replica: int,
+        seed: int,
+        vector: Sequence[float],
+        lr: Optional[float],
+        violates_invariant: Optional[bool],
+        attempts: int,
+        penalty: float,
+        finished_at: float,
+    ) -> EvaluationRecord:
+        """The record of an evaluator's result dict (non-finite numbers stored as null)."""
+        values = {}
+        for key in RESULT_FIELDS:
+            value = result.get(key)
+            if isinstance(value, float) and not math.isfinite(value):
+                value = None  # JSON has no NaN; the status says what happened
+            values[key] = value
+        return cls(
+            generation=generation,
+            index=index,
+            replica=replica,
+            seed=seed,
+            vector=vector,
+            lr=lr,
+            violates_invariant=violates_invariant,
+            attempts=attempts,
+            status=str(result.get("status", "failed")),
+            fitness=fitness_of(result, penalty),
+            finished_at=finished_at,
+            **values,
+        )
+
+
+def fitness_of(result: Mapping[str, Any], penalty: float) -> float:
+    """Minimized fitness: ``1 - val_accuracy`` for measured trainings, else ``penalty``; never NaN."""
+    acc = result.get("val_accuracy")
+    if result.get("status") in MEASURED and isinstance(acc, (int, float)) and math.isfinite(acc):
+        return 1.0 - float(acc)
+    return float(penalty)
 
 
 class ExperimentLocked(RuntimeError):
@@ -238,6 +454,11 @@ class ExperimentDir:
         suffix = f"-s{replica}" if replica else ""
         return self.path / "logs" / f"g{generation:04d}-c{index:02d}{suffix}.log"
 
+    @property
+    def tensorboard_dir(self) -> Path:
+        """Where the per-generation TensorBoard curves go (written by TensorBoard's own writer)."""
+        return self.path / "tensorboard"
+
     def exists(self) -> bool:
         return self.config_path.is_file()
 
@@ -355,8 +576,10 @@ class ExperimentDir:
         return sorted(out)
 
     # --- journal ------------------------------------------------------------------------------
-    def append_evaluation(self, record: dict) -> None:
+    def append_evaluation(self, record: EvaluationRecord | dict) -> None:
         """Append one evaluation record (with its checksum); flushed and fsynced before returning."""
+        if isinstance(record, EvaluationRecord):
+            record = record.to_dict()
         self._append_line(self.journal_path, record)
 
     def evaluations(self) -> Iterator[dict]:
@@ -573,3 +796,82 @@ class ExperimentDir:
     def append_search_log(self, line: str) -> None:
         with open(self.path / "search.log", "a", encoding="utf-8") as fh:
             fh.write(line.rstrip("\n") + "\n")
+
+    def log_tail(self, generation: int, index: int, replica: int = 0, lines: int = 5) -> list[str]:
+        """The last ``lines`` lines of a training's log (empty when there is none)."""
+        try:
+            text = self.log_path(generation, index, replica).read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        return text.splitlines()[-lines:] if lines else []
+
+    # --- one-shot evaluations (DIR/evaluations/NAME.jsonl) ------------------------------------------
+    @property
+    def evaluations_dir(self) -> Path:
+        return self.path / "evaluations"
+
+    def evaluation_path(self, name: str) -> Path:
+        """The file of the one-shot evaluations of the loss called ``name``."""
+        return self.evaluations_dir / f"{name}.jsonl"
+
+    def evaluation_names(self) -> list[str]:
+        """Names of the losses with one-shot evaluations, sorted (``evaluations/*.jsonl``)."""
+        if not self.evaluations_dir.is_dir():
+            return []
+        return sorted(p.stem for p in self.evaluations_dir.glob("*.jsonl"))
+
+    def read_evaluation_set(self, name: str, spec: Mapping[str, Any] | None = None) -> list[dict]:
+        """The one-shot evaluations of ``name`` in append order (those of ``spec`` only, when given).
+
+        Each record is ``{"seed", "spec", **the evaluator's result}``; lines that are not JSON
+        (a torn last line) are skipped.
+        """
+        recs = read_evaluation_file(self.evaluation_path(name))
+        if spec is not None:
+            recs = [r for r in recs if r.get("spec") == spec]
+        return recs
+
+    def append_evaluation_set(self, name: str, record: Mapping[str, Any]) -> None:
+        """Append one one-shot evaluation of ``name`` (``{"seed", "spec", ...}``)."""
+        self.evaluations_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.evaluation_path(name), "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(dict(record), sort_keys=True, default=str) + "\n")
+
+    # --- derived files (tables, plots) ------------------------------------------------------------
+    def artifact_path(self, name: str) -> Path:
+        """Where a derived file (``generations.csv``, ``fitness.png``, ...) of the directory goes."""
+        return self.path / name
+
+    def write_artifact(self, name: str, data: bytes | str) -> Path:
+        """Write a derived file atomically; returns its path."""
+        path = self.artifact_path(name)
+        atomic_write(path, data)
+        return path
+
+    @classmethod
+    def find(cls, folder: str | os.PathLike) -> list[ExperimentDir]:
+        """``folder`` itself when it is an experiment directory, else the experiments directly in it."""
+        exp = cls(folder)
+        if exp.exists():
+            return [exp]
+        root = Path(folder)
+        if not root.is_dir():
+            return []
+        return [cls(p) for p in sorted(root.iterdir()) if cls(p).exists()]
+
+
+def read_evaluation_file(path: str | os.PathLike) -> list[dict]:
+    """The records of a one-shot evaluations file (``DIR/evaluations/NAME.jsonl``); bad lines skipped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out

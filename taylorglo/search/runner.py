@@ -47,11 +47,12 @@ from pathlib import Path
 
 from taylorglo.search.backends import Backend, make_backend
 from taylorglo.search.config import ConfigError, ExperimentConfig
-from taylorglo.search.journal import ExperimentDir, fault_point
+from taylorglo.search.journal import MEASURED, EvaluationRecord, ExperimentDir, Job, fault_point, fitness_of
 from taylorglo.search.space import LR_BOUND_PENALTY, candidate_invariant, push_scale
 from taylorglo.search.strategy import CMAStrategy
 
 __all__ = [
+    "MEASURED",
     "SearchResult",
     "TIMING_FIELDS",
     "aggregate_candidates",
@@ -61,13 +62,12 @@ __all__ = [
     "generation_seed",
     "generation_seeds",
     "init_experiment",
+    "make_job",
     "missing_evaluations",
     "run_search",
     "used_seeds",
 ]
 
-# Statuses whose val_accuracy is a real measurement; all others get the penalty.
-MEASURED = ("ok", "below_threshold")
 # Journal fields that differ between otherwise identical runs.
 TIMING_FIELDS = ("wall_time", "train_time", "worker", "finished_at")
 # A straggler may be dropped (with max_missing > 0) after this many times the median duration.
@@ -109,14 +109,6 @@ def fresh_seeds(seed: int, count: int, stream: str = "final", *, avoid: set[int]
             out.append(s)
         i += 1
     return out
-
-
-def fitness_of(result: dict, penalty: float) -> float:
-    """Minimized fitness: ``1 - val_accuracy`` for measured trainings, else ``penalty``; never NaN."""
-    acc = result.get("val_accuracy")
-    if result.get("status") in MEASURED and isinstance(acc, (int, float)) and math.isfinite(acc):
-        return 1.0 - float(acc)
-    return float(penalty)
 
 
 def aggregate(values: list[float], mode: str) -> float:
@@ -255,7 +247,7 @@ def run_search(
     """
     path = Path(directory)
     before = set(os.listdir(path)) if path.is_dir() else None  # to undo a new experiment's first steps
-    new = not (path / "config.json").is_file()
+    new = not ExperimentDir(path).exists()
     if config is not None:
         exp = init_experiment(directory, config)
     else:
@@ -305,7 +297,7 @@ def run_search(
             for population, missing in lost:
                 records = exp.evaluations_of(population["generation"])
                 _evaluate(exp, cfg, population, missing, records, backend, show)
-        scalars = _scalar_writer(exp.path)
+        scalars = _scalar_writer(exp.tensorboard_dir)
         if scalars is None and log is not None:
             log("TensorBoard curves skipped: tensorboard is not installed (pip install tensorboard)")
         done_here = 0
@@ -475,8 +467,8 @@ def make_job(
     replica: int = 0,
     evaluate_test: bool = False,
     task: dict | None = None,
-) -> dict:
-    """The job dict a backend's evaluator receives: one training of one loss on one seed.
+) -> Job:
+    """The :class:`~taylorglo.search.journal.Job` of one training of one loss on one seed.
 
     ``lr`` replaces ``task.lr`` (a searched or tuned learning rate); ``loss`` (a trainer loss spec)
     replaces the Taylor ``vector``.
@@ -484,24 +476,24 @@ def make_job(
     task = dict(cfg.task if task is None else task)
     if lr is not None:
         task["lr"] = float(lr)
-    return {
-        "generation": generation,
-        "index": index,
-        "replica": replica,
-        "attempt": attempt,
-        "vector": None if vector is None else list(vector),
-        "loss": loss,
-        "order": cfg.search.order,
-        "variables": list(cfg.search.variables),
-        "seed": int(seed),
-        "task": task,
-        "evaluator": cfg.execution.evaluator,
-        "options": cfg.execution.evaluator_options,
-        "evaluate_test": evaluate_test,
-    }
+    return Job(
+        generation=generation,
+        index=index,
+        replica=replica,
+        attempt=attempt,
+        vector=None if vector is None else tuple(vector),
+        loss=loss,
+        order=cfg.search.order,
+        variables=tuple(cfg.search.variables),
+        seed=int(seed),
+        task=task,
+        evaluator=cfg.execution.evaluator,
+        options=cfg.execution.evaluator_options,
+        evaluate_test=evaluate_test,
+    )
 
 
-def _job(cfg: ExperimentConfig, population: dict, cand: dict, replica: int, attempt: int) -> dict:
+def _job(cfg: ExperimentConfig, population: dict, cand: dict, replica: int, attempt: int) -> Job:
     return make_job(
         cfg,
         generation=population["generation"],
@@ -516,35 +508,20 @@ def _job(cfg: ExperimentConfig, population: dict, cand: dict, replica: int, atte
 
 def _record(
     cfg: ExperimentConfig, cand: dict, replica: int, generation: int, result: dict, attempts: int
-) -> dict:
-    rec = {
-        "generation": generation,
-        "index": cand["index"],
-        "replica": replica,
-        "seed": _seeds_of(cand)[replica],
-        "vector": cand["vector"],
-        "lr": cand.get("lr"),
-        "violates_invariant": cand["violates_invariant"],
-        "attempts": attempts,
-        "status": str(result.get("status", "failed")),
-    }
-    for key in (
-        "val_accuracy",
-        "val_loss",
-        "test_accuracy",
-        "steps",
-        "wall_time",
-        "train_time",
-        "worker",
-        "error",
-    ):
-        value = result.get(key)
-        if isinstance(value, float) and not math.isfinite(value):
-            value = None  # JSON has no NaN; the status says what happened
-        rec[key] = value
-    rec["fitness"] = fitness_of(result, cfg.search.penalty)
-    rec["finished_at"] = time.time()
-    return rec
+) -> EvaluationRecord:
+    return EvaluationRecord.from_result(
+        result,
+        generation=generation,
+        index=cand["index"],
+        replica=replica,
+        seed=_seeds_of(cand)[replica],
+        vector=cand["vector"],
+        lr=cand.get("lr"),
+        violates_invariant=cand["violates_invariant"],
+        attempts=attempts,
+        penalty=cfg.search.penalty,
+        finished_at=time.time(),
+    )
 
 
 def _evaluate(
@@ -569,7 +546,7 @@ def _evaluate(
             bar = None
 
     def finish(cand: dict, replica: int, result: dict, attempts: int) -> None:
-        rec = _record(cfg, cand, replica, g, result, attempts)
+        rec = _record(cfg, cand, replica, g, result, attempts).to_dict()
         exp.append_evaluation(rec)  # the journal first: from here on the evaluation is never repeated
         fault_point(f"after-journal:{g}:{cand['index']}")
         records[(cand["index"], replica)] = rec
@@ -622,7 +599,7 @@ def _evaluate(
 
 def run_jobs(
     backend: Backend,
-    jobs: list[tuple[object, Callable[[int], dict]]],
+    jobs: list[tuple[object, Callable[[int], Job]]],
     *,
     retries: int,
     finish: Callable[[object, dict, int], None],
@@ -679,13 +656,13 @@ def run_jobs(
             backend.cancel(fut)
 
 
-def _scalar_writer(directory: Path):
-    """A TensorBoard writer for DIR/tensorboard when tensorboard is installed, else None."""
+def _scalar_writer(log_dir: Path):
+    """A TensorBoard writer for ``log_dir`` (DIR/tensorboard) when tensorboard is installed, else None."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is optional
         return None
-    return SummaryWriter(log_dir=str(Path(directory) / "tensorboard"))
+    return SummaryWriter(log_dir=str(log_dir))
 
 
 def _write_scalars(writer, summary: dict, records: dict[int, dict]) -> None:

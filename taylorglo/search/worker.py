@@ -1,12 +1,8 @@
 """Running one evaluation job, in whatever process a backend puts it.
 
-A job is a plain dict (it crosses process and machine boundaries)::
-
-    {"generation": 3, "index": 5, "attempt": 0, "vector": [...], "order": 3,
-     "variables": ["x", "y"], "seed": 123, "task": {...trainer config...},
-     "evaluator": "module:function", "options": {...}}
-
-``run_job`` imports the evaluator, calls it with the job, and returns its result dict with the
+A job is a :class:`taylorglo.search.journal.Job`; the evaluator receives its plain dict
+(``Job.to_dict()``, the format the journal module documents). ``run_job`` takes either, imports
+the evaluator, calls it with the dict, and returns its result dict with the
 captured output's tail under ``"log"``. Exceptions raised by the evaluator become
 ``{"status": "failed", "error": ...}`` (with the traceback in the log); only a dying process is
 left to the backend to report.
@@ -21,6 +17,8 @@ import os
 import socket
 import time
 import traceback
+
+from taylorglo.search.journal import Job, job_dict
 
 __all__ = ["LOG_TAIL_CHARS", "load_evaluator", "run_job"]
 
@@ -51,8 +49,9 @@ class _Tail(io.StringIO):
         return n
 
 
-def run_job(job: dict) -> dict:
+def run_job(job: Job | dict) -> dict:
     """Evaluate one job; never raises (errors are returned as status "failed")."""
+    job = job_dict(job)
     sink = _Tail()
     start = time.perf_counter()
     try:

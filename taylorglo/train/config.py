@@ -16,22 +16,17 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
+from taylorglo.train.data import default_data_root
 from taylorglo.train.noise import LabelNoise
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "TrainConfig", "default_data_root"]
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "nesterov", "adamw", "adam")
 SCHEDULES: tuple[str, ...] = ("constant", "step", "cosine")
-
-
-def default_data_root() -> str:
-    """``$TAYLORGLO_DATA_ROOT`` when set, else ``~/.cache/taylorglo/data``."""
-    return os.environ.get("TAYLORGLO_DATA_ROOT") or os.path.join("~", ".cache", "taylorglo", "data")
 
 
 @dataclass

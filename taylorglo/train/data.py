@@ -51,6 +51,11 @@ __all__ = [
 _TEST_CARVE_SEED = 20210710
 
 
+def default_data_root() -> str:
+    """``$TAYLORGLO_DATA_ROOT`` when set, else ``~/.cache/taylorglo/data``."""
+    return os.environ.get("TAYLORGLO_DATA_ROOT") or os.path.join("~", ".cache", "taylorglo", "data")
+
+
 class DatasetUnavailableError(RuntimeError):
     """A dataset is neither in the data root nor downloadable (one line, says how to provide it)."""
 
@@ -250,8 +255,6 @@ def load_dataset(name: str, data_root: str = "", download: bool = True) -> Loade
     """
     name = canonical_name(name)
     if name == "mnist1d" and not data_root:  # its disk cache goes to the trainer's data root, not the cwd
-        from taylorglo.train.config import default_data_root
-
         data_root = default_data_root()
     root = os.path.abspath(os.path.expanduser(data_root)) if name not in _OFFLINE else ""
     key = (name, root)

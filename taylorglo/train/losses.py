@@ -304,7 +304,7 @@ def build_loss(spec: LossSpec | str, num_classes: int, *, default_label_smoothin
     losses (``gce``, ``sce``, ``mae``: :mod:`taylorglo.train.robust_losses`) never smooth. Modules of
     time-varying losses have ``has_progress`` True and a ``set_progress(t)`` method.
 
-    Raises ValueError for a spec that cannot be built (unknown preset, presets not installed).
+    Raises ValueError for a spec that cannot be built (an unknown preset).
     """
     spec = LossSpec.coerce(spec)
     if num_classes < 2:
@@ -314,21 +314,12 @@ def build_loss(spec: LossSpec | str, num_classes: int, *, default_label_smoothin
     if spec.kind == "cross-entropy":
         ls = spec.label_smoothing if spec.label_smoothing is not None else default_label_smoothing
         return nn.CrossEntropyLoss(label_smoothing=ls)
-    from taylorglo import TaylorLoss  # imported here: train depends on the loss only through this function
+    from taylorglo.loss import TaylorLoss  # here: train uses the loss only through this function
 
     ls = spec.label_smoothing or 0.0
     if spec.kind == "taylor":
         return TaylorLoss(list(spec.params), order=spec.order, variables=spec.variables, label_smoothing=ls)
     try:
-        from taylorglo.presets import get_preset
-    except ImportError as e:
-        raise ValueError(
-            f"loss spec {str(spec)!r} needs taylorglo.presets, which is not available ({e})"
-        ) from None
-    try:
-        preset = get_preset(spec.name)
-    except (KeyError, LookupError) as e:
+        return TaylorLoss.from_preset(spec.name, label_smoothing=ls)
+    except KeyError as e:  # taylorglo.presets.UnknownPresetError, with the close names
         raise ValueError(f"unknown preset {spec.name!r} in loss spec {str(spec)!r}: {e}") from None
-    return TaylorLoss(
-        list(preset.params), order=preset.order, variables=tuple(preset.variables), label_smoothing=ls
-    )

@@ -10,11 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from preset_helpers import REPO
 
 from taylorglo import TaylorLoss
 from taylorglo.polynomial import TaylorPolynomial, check_invariant
-from taylorglo.presets import Preset, from_preset, get_preset, list_presets
+from taylorglo.presets import Preset, get_preset, list_presets
+
+from .preset_helpers import REPO
+
+from_preset = TaylorLoss.from_preset  # the one builder of a preset's loss
 
 CE_PRESETS = [f"ce-taylor-{k}" for k in range(2, 7)]
 RECORDED = {
@@ -134,11 +137,10 @@ def test_the_trainer_resolves_preset_specs(fresh_registry):
         build_loss("preset:no-such-preset", 10)
 
 
-def test_taylorloss_from_preset_classmethod_when_present(fresh_registry):
-    if not hasattr(TaylorLoss, "from_preset"):
-        pytest.skip("TaylorLoss.from_preset is not added yet; the function form is tested above")
+def test_taylorloss_from_preset_builds_the_builtin(fresh_registry):
     loss = TaylorLoss.from_preset("ce-taylor-4", reduction="sum")
     assert type(loss) is TaylorLoss and loss.reduction == "sum" and loss.order == 4
+    assert loss.params.tolist() == list(get_preset("ce-taylor-4").params)
 
 
 def test_the_mnist1d_preset_carries_its_learning_rate_and_its_win_over_the_tuned_baseline(fresh_registry):

@@ -1,22 +1,23 @@
-"""The registry in this process: register, clash, unknown names, from_preset options."""
+"""The registry in this process: register, clash, unknown names; ``TaylorLoss.from_preset``, the one
+builder of a preset's loss, with its options."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from preset_helpers import preset_doc
 
 from taylorglo import TaylorLoss
 from taylorglo.presets import (
     Preset,
     PresetConflictError,
     UnknownPresetError,
-    from_preset,
     get_preset,
     list_presets,
     register_preset,
     unregister_preset,
 )
+
+from .preset_helpers import preset_doc
 
 
 def test_register_preset_adds_a_preset_that_builds_the_same_loss(fresh_registry):
@@ -26,8 +27,8 @@ def test_register_preset_adds_a_preset_that_builds_the_same_loss(fresh_registry)
     logits = torch.randn(8, 5, dtype=torch.float64)
     target = torch.randint(0, 5, (8,))
     expected = TaylorLoss([0.5, -1.0, 2.0, 0.5, 0.5])(logits, target)
-    assert torch.equal(from_preset("my-loss")(logits, target), expected)
-    assert torch.equal(p.loss()(logits, target), expected)
+    assert torch.equal(TaylorLoss.from_preset("my-loss")(logits, target), expected)
+    assert torch.equal(TaylorLoss.from_preset(p)(logits, target), expected)  # a Preset object works too
     assert unregister_preset("my-loss") is p
     assert "my-loss" not in list_presets()
 
@@ -66,7 +67,7 @@ def test_unknown_names_are_key_errors_with_suggestions(fresh_registry):
 
 
 def test_from_preset_passes_loss_options_and_refuses_to_change_the_polynomial(fresh_registry):
-    loss = from_preset(
+    loss = TaylorLoss.from_preset(
         "ce-taylor-3", reduction="none", ignore_index=3, label_smoothing=0.1, backend="reference"
     )
     assert (loss.reduction, loss.ignore_index, loss.label_smoothing, loss.backend) == (
@@ -75,29 +76,31 @@ def test_from_preset_passes_loss_options_and_refuses_to_change_the_polynomial(fr
         0.1,
         "reference",
     )
+    preset = get_preset("ce-taylor-3")
+    assert loss.params.tolist() == list(preset.params) and loss.order == preset.order
     with pytest.raises(TypeError, match="the preset fixes params"):
-        from_preset("ce-taylor-3", params=[1.0] * 8)
+        TaylorLoss.from_preset("ce-taylor-3", params=[1.0] * 8)
     with pytest.raises(TypeError, match="unexpected option.*reductio"):
-        from_preset("ce-taylor-3", reductio="sum")
-
-    class MyLoss(TaylorLoss):
-        pass
-
-    assert type(from_preset("ce-taylor-3", loss_class=MyLoss)) is MyLoss
-    assert from_preset(get_preset("ce-taylor-2")).order == 2  # a Preset object works too
+        TaylorLoss.from_preset("ce-taylor-3", reductio="sum")
+    with pytest.raises(UnknownPresetError, match="Did you mean 'ce-taylor-3'"):
+        TaylorLoss.from_preset("ce-taylr-3")
+    assert TaylorLoss.from_preset(get_preset("ce-taylor-2")).order == 2  # a Preset object works too
 
 
-def test_the_taylorloss_from_preset_classmethod_as_proposed_for_loss_py(monkeypatch, fresh_registry):
-    # The four lines proposed for TaylorLoss (loss.py is owned elsewhere); checked here as written.
-    def from_preset_method(cls, name, **overrides):
-        from taylorglo.presets import from_preset
-
-        return from_preset(name, loss_class=cls, **overrides)
-
+def test_from_preset_of_a_subclass_builds_the_subclass(fresh_registry):
+    # The real classmethod of taylorglo.loss (no copy of it here): cls is the subclass.
     class Sub(TaylorLoss):
         pass
 
-    monkeypatch.setattr(TaylorLoss, "from_preset", classmethod(from_preset_method), raising=False)
     loss = TaylorLoss.from_preset("ce-taylor-3", reduction="sum")
     assert type(loss) is TaylorLoss and loss.reduction == "sum"
-    assert type(Sub.from_preset("ce-taylor-3")) is Sub
+    sub = Sub.from_preset("ce-taylor-3")
+    assert type(sub) is Sub and torch.equal(sub.params, loss.params)
+
+
+def test_presets_no_longer_build_losses_and_say_where_the_builder_is():
+    import taylorglo.presets as presets
+
+    with pytest.raises(AttributeError, match=r"TaylorLoss\.from_preset"):
+        presets.from_preset  # noqa: B018
+    assert not hasattr(Preset, "loss")

@@ -6,25 +6,18 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import SYNTHETIC, journal_without_timing, synthetic_config
 
 from taylorglo.search.backends import LocalBackend, WorkerDied
+from taylorglo.search.journal import Job
 from taylorglo.search.runner import run_search
 
+from .conftest import SYNTHETIC, journal_without_timing, synthetic_config
 
-def _job(index: int, **options) -> dict:
-    return {
-        "generation": 0,
-        "index": index,
-        "attempt": 0,
-        "vector": [0.0] * 8,
-        "order": 3,
-        "variables": ["x", "y"],
-        "seed": 1,
-        "task": {},
-        "evaluator": SYNTHETIC,
-        "options": options,
-    }
+
+def _job(index: int, **options) -> Job:
+    return Job(
+        generation=0, index=index, seed=1, task={}, evaluator=SYNTHETIC, vector=(0.0,) * 8, options=options
+    )
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import subprocess_env
+
+from .conftest import subprocess_env
 
 pytest.importorskip("taylorglo.train")
 

@@ -103,3 +103,34 @@ def test_cli_bad_config_exits_2_with_one_line(tmp_path, capsys):
     assert main(["run", str(tmp_path / "missing.toml")]) == 2
     bad.write_text("[search\n")
     assert main(["run", str(bad)]) == 2
+
+
+# --- config -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "search, field",
+    [
+        ({"seeds_per_candidate": 0}, "search.seeds_per_candidate"),
+        ({"fitness": "median"}, "search.fitness"),
+        ({"learning_rate": "tuned"}, "search.learning_rate"),
+        ({"lr_bounds": [0.5, 0.1]}, "search.lr_bounds"),
+        ({"lr_bounds": [0.1]}, "search.lr_bounds"),
+        ({"final_seeds": 1}, "search.final_seeds"),
+        ({"baseline_lrs": [-1.0]}, "search.baseline_lrs"),
+        ({"baseline_label_smoothing": [1.5]}, "search.baseline_label_smoothing"),
+        ({"normalization": "l2"}, "search.normalization"),
+        ({"sigma": 1e308}, "search.sigma"),
+        ({"order": 4, "invariant_rule": "original"}, "search.invariant_rule"),
+        ({"variables": ["x", "y", "t"], "invariant_rule": "original"}, "search.invariant_rule"),
+        ({"order": 2, "space": "normalized", "normalization": "push"}, "search.space"),
+        ({"order": 1}, "search.space"),
+    ],
+)
+def test_invalid_robust_search_settings_name_the_field(search, field):
+    with pytest.raises(ConfigError) as err:
+        ExperimentConfig.from_dict({"search": search}, validate_task=False)
+    assert field in str(err.value)
+
+
+def test_a_typo_in_search_gets_a_did_you_mean():
+    with pytest.raises(ConfigError, match="did you mean search.seeds_per_candidate"):
+        ExperimentConfig.from_dict({"search": {"seeds_per_candiate": 2}}, validate_task=False)

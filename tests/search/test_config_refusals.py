@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import synthetic_config
 
 from taylorglo.search.__main__ import main
 from taylorglo.search.config import ConfigError, ExperimentConfig
 from taylorglo.search.runner import run_search
+
+from .conftest import synthetic_config
 
 
 def _trainer_config(**task) -> dict:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import synthetic_config
 
 from taylorglo.search.runner import run_search
+
+from .conftest import synthetic_config
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 

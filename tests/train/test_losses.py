@@ -154,14 +154,17 @@ def test_time_varying_spec_builds_a_loss_with_progress():
 def test_unknown_preset_is_a_value_error():
     with pytest.raises(ValueError, match="definitely-not-a-preset"):
         build_loss("preset:definitely-not-a-preset", 10)
+    with pytest.raises(ValueError, match="Did you mean 'ce-taylor-3'"):  # the registry's suggestion
+        build_loss("preset:ce-taylr-3", 10)
 
 
-def test_preset_spec_builds_the_presets_polynomial():
-    presets = pytest.importorskip("taylorglo.presets")
-    names = presets.list_presets()
-    if not names:
-        pytest.skip("no presets registered")
-    preset = presets.get_preset(names[0])
-    loss = build_loss(LossSpec.preset(names[0]), 10)
-    assert tuple(loss.params.tolist()) == pytest.approx(tuple(preset.params))
+@pytest.mark.parametrize("name", ["ce-taylor-3", "mnist1d-cnn1d-xyt"])
+def test_preset_spec_builds_the_presets_polynomial_with_taylorloss_from_preset(name):
+    from taylorglo.loss import TaylorLoss
+    from taylorglo.presets import get_preset
+
+    preset = get_preset(name)
+    loss = build_loss(LossSpec.preset(name, label_smoothing=0.1), 10)
+    assert type(loss) is TaylorLoss and loss.label_smoothing == 0.1
+    assert tuple(loss.params.tolist()) == preset.params and loss.order == preset.order
     assert loss.has_progress == ("t" in preset.variables)

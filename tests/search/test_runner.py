@@ -1,16 +1,20 @@
-"""The search loop with the synthetic evaluator: convergence, limits, failures, invariant, spaces."""
+"""The search loop (``runner``) with the synthetic evaluator: convergence, limits, failures, the
+invariant, spaces, seeds per candidate, a searched learning rate and the final selection."""
 
 from __future__ import annotations
 
 import math
-import threading
+from collections import Counter
 
 import pytest
-from conftest import journal_without_timing, synthetic_config
 
-from taylorglo.search.journal import ExperimentDir, ExperimentLocked
-from taylorglo.search.runner import generation_seed, run_search
+from taylorglo.polynomial import canonical_dimension, parameter_count
+from taylorglo.search.config import ConfigError
+from taylorglo.search.journal import ExperimentDir
+from taylorglo.search.runner import aggregate_candidates, generation_seed, generation_seeds, run_search
 from taylorglo.search.strategy import CMAStrategy
+
+from .conftest import journal_without_timing, synthetic_config
 
 
 def test_search_improves_fitness_and_stops_at_the_generation_limit(tmp_path):
@@ -104,7 +108,7 @@ def test_invariant_actions(tmp_path, action):
 
 
 def test_canonical_space_stores_original_layout_and_reaches_lower_fitness(tmp_path):
-    from taylorglo.polynomial import canonical_coordinates, canonical_dimension, parameter_count
+    from taylorglo.polynomial import canonical_coordinates
 
     best = {}
     for space in ("canonical", "original"):
@@ -130,40 +134,7 @@ def test_cross_entropy_start_point(tmp_path):
     assert any(abs(m) > 0.1 for m in st.mean)
 
 
-def test_a_second_runner_on_the_same_directory_is_refused(tmp_path):
-    exp = ExperimentDir(tmp_path / "e")
-    exp.acquire_lock()
-    try:
-        with pytest.raises(ExperimentLocked, match=r"in use by pid \d+"):
-            run_search(tmp_path / "e", synthetic_config(), log=None)
-        # the refusal comes from another thread of this process too: flock is per open file
-        errors = []
-        t = threading.Thread(target=lambda: errors.append(_try_lock(tmp_path / "e")))
-        t.start()
-        t.join()
-        assert errors == ["locked"]
-    finally:
-        exp.release_lock()
-    run_search(tmp_path / "e", synthetic_config(search={"generations": 1}), log=None)
-
-
-def _try_lock(path) -> str:
-    try:
-        ExperimentDir(path).acquire_lock()
-    except ExperimentLocked:
-        return "locked"
-    return "acquired"
-
-
-def test_a_stale_lock_file_from_a_dead_process_is_taken_over(tmp_path):
-    (tmp_path / "e").mkdir()
-    (tmp_path / "e" / "lock").write_text("pid 999999 on somewhere\n")
-    result = run_search(tmp_path / "e", synthetic_config(search={"generations": 1}), log=None)
-    assert result.generations == 1
-
-
 def test_a_different_experiment_in_the_same_directory_is_refused(tmp_path):
-    from taylorglo.search.config import ConfigError
 
     run_search(tmp_path / "e", synthetic_config(search={"generations": 1}), log=None)
     with pytest.raises(ConfigError, match="search.order"):
@@ -173,13 +144,64 @@ def test_a_different_experiment_in_the_same_directory_is_refused(tmp_path):
     assert res.generations == 2
 
 
-def test_torn_journal_line_is_cut_and_the_candidate_reevaluated(tmp_path):
-    cfg = synthetic_config(search={"generations": 1})
-    run_search(tmp_path / "e", cfg, log=None)
-    reference = journal_without_timing(tmp_path / "e")
+# --- seeds per candidate, searched lr, resume -------------------------------------------------
+def _robust(**search) -> dict:
+    cfg = synthetic_config(
+        search={
+            "space": "normalized",
+            "learning_rate": "searched",
+            "lr_bounds": [0.02, 0.5],
+            "seeds_per_candidate": 2,
+            "population_size": 6,
+            "generations": 4,
+            "seed": 5,
+            **search,
+        },
+        task={"dataset": "digits", "lr": 0.1},
+        execution={"evaluator_options": {"noise": 0.02}},
+    )
+    return cfg
+
+
+def test_every_candidate_trains_on_the_generations_shared_seeds_with_its_own_learning_rate(tmp_path):
+    result = run_search(tmp_path / "e", _robust(), log=None)
+    assert result.complete and result.evaluations == 4 * 6 * 2
+    recs = journal_without_timing(tmp_path / "e")
+    for g in range(4):
+        gen = [r for r in recs if r["generation"] == g]
+        seeds = generation_seeds(5, g, 2)
+        assert len(set(seeds)) == 2
+        for r in gen:
+            assert r["seed"] == seeds[r["replica"]]
+            assert 0.02 <= r["lr"] <= 0.5
+        assert Counter((r["index"], r["replica"]) for r in gen) == Counter(
+            {(i, s): 1 for i in range(6) for s in range(2)}
+        )
+    # the fitness CMA-ES was told is the mean over the two seeds
+    summary = ExperimentDir(tmp_path / "e").read_summary(0)
+    cands = aggregate_candidates([r for r in recs if r["generation"] == 0], "mean")
+    assert [c["fitness"] for c in summary["candidates"]] == [c["fitness"] for c in cands]
+    assert cands[0]["fitness"] == pytest.approx(sum(cands[0]["fitnesses"]) / 2)
+
+
+def test_worst_fitness_aggregates_by_the_worst_seed(tmp_path):
+    run_search(tmp_path / "e", _robust(fitness="worst", generations=1), log=None)
+    for c in aggregate_candidates(ExperimentDir(tmp_path / "e").evaluations(), "worst"):
+        assert c["fitness"] == max(c["fitnesses"])
+
+
+# --- final selection ------------------------------------------------------------------------
+def test_final_selection_trains_the_top_candidates_and_the_mean_on_fresh_seeds(tmp_path):
+    result = run_search(tmp_path / "e", _robust(final_top_k=3, final_seeds=4), log=None)
     exp = ExperimentDir(tmp_path / "e")
-    lines = exp.journal_path.read_bytes().splitlines(keepends=True)
-    exp.journal_path.write_bytes(lines[0] + lines[1][:25])  # a kill in the middle of the second append
-    exp.state_path.unlink()  # ... so generation 0 was never told
-    run_search(tmp_path / "e", log=None)
-    assert journal_without_timing(tmp_path / "e") == reference
+    sel = exp.read_selection()
+    assert [c["id"] for c in sel["contenders"]][-1] == "mean" and len(sel["contenders"]) == 4
+    used = {r["seed"] for r in exp.evaluations()}
+    assert len(sel["seeds"]) == 4 and used.isdisjoint(sel["seeds"])
+    finals = exp.final_records()
+    assert len(finals) == 16 and {r["seed"] for r in finals} == set(sel["seeds"])
+    best = max(sel["table"], key=lambda c: c["mean_val_accuracy"])
+    assert result.chosen["id"] == best["id"] == sel["chosen"]["id"]
+    for row in sel["table"]:
+        accs = [r["val_accuracy"] for r in finals if r["id"] == row["id"]]
+        assert row["mean_val_accuracy"] == pytest.approx(sum(accs) / len(accs))

@@ -17,7 +17,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SYNTHETIC, subprocess_env
+
+from .conftest import REPO, SYNTHETIC, subprocess_env
 
 UNSHARE = ["unshare", "-n", "-p", "-f", "--mount-proc"]
 

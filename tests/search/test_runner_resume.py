@@ -1,5 +1,5 @@
-"""Crash and resume: kill -9 the search at several points; nothing finished is lost or retrained,
-and the resumed search ends with exactly the journal and strategy state of an uninterrupted run."""
+"""Resume (``runner``): a search killed at any point and resumed equals an uninterrupted one, and
+loses or repeats no training, with worker processes and with seeds per candidate."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import journal_without_timing, run_cli, strategy_fingerprint, subprocess_env, synthetic_config
 
+from taylorglo.search.journal import ExperimentDir
 from taylorglo.search.runner import run_search
+
+from .conftest import journal_without_timing, run_cli, strategy_fingerprint, subprocess_env, synthetic_config
 
 POP, GENS = 6, 4
 
@@ -100,3 +102,56 @@ def test_kill_9_during_training_with_worker_processes_then_resume(tmp_path, refe
     for key in before:  # finished and journaled before the kill: never trained again
         assert trained[key] <= 1, key
     assert set(trained) == {(r["generation"], r["index"]) for r in reference[0] if r["status"] != "invariant"}
+
+
+def _trainings_per_replica(marker_dir: Path) -> Counter:
+    """How many times each (generation or 'final', candidate, replica) was trained."""
+    count: Counter = Counter()
+    for p in marker_dir.iterdir():
+        g, c, r, _a, _n = p.name.split("-")
+        count[(g, int(c[1:]), int(r[1:]))] += 1
+    return count
+
+
+# --- seeds per candidate, searched lr, resume -------------------------------------------------
+def _robust(**search) -> dict:
+    cfg = synthetic_config(
+        search={
+            "space": "normalized",
+            "learning_rate": "searched",
+            "lr_bounds": [0.02, 0.5],
+            "seeds_per_candidate": 2,
+            "population_size": 6,
+            "generations": 4,
+            "seed": 5,
+            **search,
+        },
+        task={"dataset": "digits", "lr": 0.1},
+        execution={"evaluator_options": {"noise": 0.02}},
+    )
+    return cfg
+
+
+@pytest.mark.parametrize("fault", ["after-journal:1:2@2", "after-final@4", "before-tell:2"])
+def test_kill_9_with_two_seeds_per_candidate_then_resume_loses_and_repeats_nothing(tmp_path, fault):
+    def config(markers):
+        cfg = _robust(generations=3, final_top_k=2, final_seeds=3)
+        cfg["execution"]["evaluator_options"]["marker_dir"] = str(markers)
+        return cfg
+
+    ref = tmp_path / "ref"
+    run_search(ref, config(tmp_path / "ref-markers"), log=None)
+    exp = tmp_path / "exp"
+    killed = run_cli(exp, config(tmp_path / "markers"), fault=fault)
+    assert killed.returncode == -9, killed.stderr
+    resumed = run_cli(exp, None)
+    assert resumed.returncode == 0, resumed.stderr
+    assert journal_without_timing(exp) == journal_without_timing(ref)
+    assert strategy_fingerprint(exp) == strategy_fingerprint(ref)
+    a, b = ExperimentDir(exp).read_selection(), ExperimentDir(ref).read_selection()
+    assert a["chosen"] == b["chosen"] and a["table"] == b["table"]
+    trained = _trainings_per_replica(tmp_path / "markers")
+    assert trained == _trainings_per_replica(
+        tmp_path / "ref-markers"
+    )  # the same trainings, each exactly once
+    assert {n for key, n in trained.items() if key[0] != "final"} == {1}

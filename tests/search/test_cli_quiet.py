@@ -13,7 +13,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import subprocess_env, synthetic_config
+
+from .conftest import subprocess_env, synthetic_config
 
 # python -c: hide matplotlib, then run ``python -m taylorglo.search`` with the remaining arguments.
 HIDE_MATPLOTLIB = (

@@ -14,9 +14,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from taylorglo import ops
+from taylorglo import TaylorLoss, ops
 from taylorglo.polynomial import check_invariant, monomial_exponents
-from taylorglo.presets import from_preset, get_preset
+from taylorglo.presets import get_preset
+
+from_preset = TaylorLoss.from_preset
 
 ORDERS = range(2, 7)
 

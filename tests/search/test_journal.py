@@ -1,21 +1,138 @@
-"""Journal integrity: checksummed records; torn, garbage and altered lines are reported with their
-line number, quarantined (never silently skipped or left in place) and their evaluations run again,
-so a finished run never reports "complete" with fewer records than its generations need."""
+"""The experiment directory and its formats (``journal``): the typed Job and EvaluationRecord, written
+byte for byte as before; the lock; integrity: checksummed records; torn, garbage and altered lines
+are reported with their line number, quarantined (never silently skipped or left in place) and their
+evaluations run again, so a finished run never reports "complete" with fewer records than its
+generations need; one-shot evaluation files."""
 
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
-from conftest import journal_without_timing, synthetic_config
 
 from taylorglo.search.__main__ import main
 from taylorglo.search.analysis import experiment_status
-from taylorglo.search.journal import CorruptLine, ExperimentDir, decode_line, encode_line
-from taylorglo.search.runner import run_search
+from taylorglo.search.config import ExperimentConfig
+from taylorglo.search.journal import (
+    MEASURED,
+    CorruptLine,
+    EvaluationRecord,
+    ExperimentDir,
+    ExperimentLocked,
+    Job,
+    decode_line,
+    encode_line,
+    read_evaluation_file,
+)
+from taylorglo.search.runner import _record, make_job, run_search
+
+from .conftest import journal_without_timing, synthetic_config
 
 POP, GENS = 4, 3
 RECORDS = POP * GENS
+
+# Written by the runner before Job and EvaluationRecord existed (commit ef6265f), for the candidate,
+# result and clock below: the journal format must stay byte for byte the same.
+GOLDEN_LINES = [
+    b'{"attempts": 2, "crc32": "49557162", "error": null, "finished_at": 1796000000.5, "fitness": 0.125, '
+    b'"generation": 3, "index": 2, "lr": 0.125, "replica": 1, "seed": 12, "status": "ok", "steps": 40, '
+    b'"test_accuracy": null, "train_time": 1.0, "val_accuracy": 0.875, "val_loss": null, '
+    b'"vector": [0.5, -1.0, 0.25, 0.0, 1.5, 0.0, 0.5, 0.5], "violates_invariant": false, "wall_time": 1.25, '
+    b'"worker": "host:1"}\n',
+    b'{"attempts": 1, "crc32": "2e7c6f2f", "error": "nan loss", "finished_at": 1796000000.5, "fitness": 1.0, '
+    b'"generation": 3, "index": 2, "lr": 0.125, "replica": 0, "seed": 11, "status": "diverged", '
+    b'"steps": null, "test_accuracy": null, "train_time": null, "val_accuracy": null, "val_loss": null, '
+    b'"vector": [0.5, -1.0, 0.25, 0.0, 1.5, 0.0, 0.5, 0.5], "violates_invariant": false, "wall_time": null, '
+    b'"worker": null}\n',
+]
+GOLDEN_JOB = {
+    "attempt": 1,
+    "evaluate_test": False,
+    "evaluator": "taylorglo.search.synthetic:evaluate",
+    "generation": 3,
+    "index": 2,
+    "loss": None,
+    "options": {},
+    "order": 3,
+    "replica": 1,
+    "seed": 12,
+    "task": {"dataset": "digits", "lr": 0.125},
+    "variables": ["x", "y"],
+    "vector": [0.5, -1.0, 0.25, 0.0, 1.5, 0.0, 0.5, 0.5],
+}
+
+
+def _golden_config() -> ExperimentConfig:
+    return ExperimentConfig.from_dict(
+        {
+            "task": {"dataset": "digits"},
+            "search": {"order": 3, "population_size": 6, "penalty": 1.0},
+            "execution": {"backend": "inline", "evaluator": "taylorglo.search.synthetic:evaluate"},
+        },
+        validate_task=False,
+    )
+
+
+_CAND = {
+    "index": 2,
+    "vector": [0.5, -1.0, 0.25, 0.0, 1.5, 0.0, 0.5, 0.5],
+    "lr": 0.125,
+    "violates_invariant": False,
+    "seed": 11,
+    "seeds": [11, 12],
+}
+
+
+def test_the_runners_records_are_written_byte_for_byte_as_before(monkeypatch):
+    import taylorglo.search.runner as runner
+
+    monkeypatch.setattr(runner.time, "time", lambda: 1796000000.5)
+    cfg = _golden_config()
+    ok = {"status": "ok", "val_accuracy": 0.875, "val_loss": float("nan"), "test_accuracy": None, "steps": 40}
+    ok.update(wall_time=1.25, train_time=1.0, worker="host:1", error=None, log="not journaled")
+    diverged = {"status": "diverged", "error": "nan loss", "val_accuracy": float("nan")}
+    records = [_record(cfg, _CAND, 1, 3, ok, 2), _record(cfg, _CAND, 0, 3, diverged, 1)]
+    assert all(isinstance(r, EvaluationRecord) for r in records)
+    assert [encode_line(r.to_dict()) for r in records] == GOLDEN_LINES
+    # ... and read back into the same typed record, whose status says whether it was measured
+    for raw, rec in zip(GOLDEN_LINES, records):
+        assert EvaluationRecord.from_dict(decode_line(raw)) == rec
+    assert records[0].measured and not records[1].measured and MEASURED == ("ok", "below_threshold")
+
+
+def test_a_record_from_before_seeds_per_candidate_reads_as_replica_0():
+    old = {"generation": 0, "index": 8, "seed": 5, "vector": [0.0] * 8, "status": "invariant", "fitness": 1.0}
+    rec = EvaluationRecord.from_dict(dict(old, attempts=0, unknown_field="kept out"))
+    assert rec.replica == 0 and rec.lr is None and rec.attempts == 0 and not rec.measured
+
+
+def test_a_job_is_the_dict_evaluators_have_always_received():
+    job = make_job(_golden_config(), generation=3, index=2, seed=12, vector=_CAND["vector"], lr=0.125)
+    job = Job.from_dict(dict(job.to_dict(), replica=1, attempt=1))
+    assert isinstance(job, Job) and job.to_dict() == GOLDEN_JOB
+    assert Job.from_dict(job.to_dict()) == job
+    older = {k: v for k, v in GOLDEN_JOB.items() if k not in ("replica", "loss", "evaluate_test")}
+    assert Job.from_dict(older).to_dict() == dict(GOLDEN_JOB, replica=0)
+
+
+def test_one_shot_evaluation_files_are_read_and_appended_by_the_directory(tmp_path):
+    exp = ExperimentDir(tmp_path / "e")
+    assert exp.evaluation_names() == [] and exp.read_evaluation_set("chosen") == []
+    a = {"seed": 1, "spec": {"vector": [1.0]}, "status": "ok", "test_accuracy": 0.5}
+    b = {"seed": 2, "spec": {"loss": "cross-entropy"}, "status": "failed", "test_accuracy": None}
+    exp.append_evaluation_set("chosen", a)
+    exp.append_evaluation_set("chosen", b)
+    exp.append_evaluation_set("cross-entropy", b)
+    path = exp.evaluation_path("chosen")
+    assert path == tmp_path / "e" / "evaluations" / "chosen.jsonl"
+    # the format analysis.evaluate_losses has always written: sorted keys, no checksum
+    assert path.read_text().splitlines()[0] == json.dumps(a, sort_keys=True)
+    with open(path, "a") as fh:
+        fh.write('{"seed": 3, "spec"')  # a torn last line is skipped by readers
+    assert exp.evaluation_names() == ["chosen", "cross-entropy"]
+    assert exp.read_evaluation_set("chosen") == [a, b] == read_evaluation_file(path)
+    assert exp.read_evaluation_set("chosen", {"vector": [1.0]}) == [a]
 
 
 def _finished(path, **search) -> tuple[ExperimentDir, list[dict]]:
@@ -210,3 +327,47 @@ def test_baseline_records_are_checked_and_a_lost_one_is_trained_again(tmp_path, 
     assert len(exp.baseline_records()) == len(records)
     assert again["best_baseline"] == first["best_baseline"]
     assert [e["line"] for e in _quarantined(exp, exp.baselines_path)] == [2, len(lines)]
+
+
+def test_a_second_runner_on_the_same_directory_is_refused(tmp_path):
+    exp = ExperimentDir(tmp_path / "e")
+    exp.acquire_lock()
+    try:
+        with pytest.raises(ExperimentLocked, match=r"in use by pid \d+"):
+            run_search(tmp_path / "e", synthetic_config(), log=None)
+        # the refusal comes from another thread of this process too: flock is per open file
+        errors = []
+        t = threading.Thread(target=lambda: errors.append(_try_lock(tmp_path / "e")))
+        t.start()
+        t.join()
+        assert errors == ["locked"]
+    finally:
+        exp.release_lock()
+    run_search(tmp_path / "e", synthetic_config(search={"generations": 1}), log=None)
+
+
+def _try_lock(path) -> str:
+    try:
+        ExperimentDir(path).acquire_lock()
+    except ExperimentLocked:
+        return "locked"
+    return "acquired"
+
+
+def test_a_stale_lock_file_from_a_dead_process_is_taken_over(tmp_path):
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "lock").write_text("pid 999999 on somewhere\n")
+    result = run_search(tmp_path / "e", synthetic_config(search={"generations": 1}), log=None)
+    assert result.generations == 1
+
+
+def test_torn_journal_line_is_cut_and_the_candidate_reevaluated(tmp_path):
+    cfg = synthetic_config(search={"generations": 1})
+    run_search(tmp_path / "e", cfg, log=None)
+    reference = journal_without_timing(tmp_path / "e")
+    exp = ExperimentDir(tmp_path / "e")
+    lines = exp.journal_path.read_bytes().splitlines(keepends=True)
+    exp.journal_path.write_bytes(lines[0] + lines[1][:25])  # a kill in the middle of the second append
+    exp.state_path.unlink()  # ... so generation 0 was never told
+    run_search(tmp_path / "e", log=None)
+    assert journal_without_timing(tmp_path / "e") == reference

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from preset_helpers import DISCOVER, make_dist, preset_doc, run_python
-
 import taylorglo.presets
+
+from .preset_helpers import DISCOVER, make_dist, preset_doc, run_python
 
 
 def _plugins(root):
@@ -66,7 +66,7 @@ def test_broken_entry_points_warn_naming_them_and_the_rest_still_loads(tmp_path)
         + """
 from taylorglo import TaylorLoss
 import torch
-loss = presets.from_preset("json-loss")
+loss = TaylorLoss.from_preset("json-loss")
 out["same"] = bool(torch.equal(loss.params, TaylorLoss([0.5, -1.0, 2.0, 0.5, 0.5]).params))
 out["source"] = presets.get_preset("callable-b").source
 print(json.dumps(out))
