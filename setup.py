@@ -5,7 +5,9 @@ compiling for those architectures with no GPU), or when ``TAYLORGLO_CUDA=1`` ask
 GPU and no arch list: for ``8.0;9.0+PTX``; an error if torch or the toolkit cannot build them).
 Otherwise the build is CPU-only and says in one line how to include CUDA. ``TAYLORGLO_CUDA=0``
 forces a CPU-only build. The CPU kernels are six translation units (three CPU capabilities x hard
-and soft labels), compiled in parallel by ninja, without debug information.
+and soft labels), compiled in parallel by ninja, without debug information; the CUDA kernels are one
+.cu file and the .cpp that registers them. Both backends include csrc/taylor_math.h, their shared
+arithmetic.
 """
 
 from __future__ import annotations
@@ -127,7 +129,10 @@ def _extensions():
         cxx_flags.append("-fopenmp")
     include_dirs = [os.path.join(here, "csrc")]
     if with_cuda:
-        sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+        # The kernels (.cu: ATen and c10 headers only, for nvcc) and their registration (.cpp).
+        sources += sorted(
+            glob.glob(os.path.join("csrc", "cuda", "*.cu")) + glob.glob(os.path.join("csrc", "cuda", "*.cpp"))
+        )
         return [
             CUDAExtension(
                 "taylorglo._C",

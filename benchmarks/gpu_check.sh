@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-shot check on a GPU machine (issue 3): build the extension with its CUDA kernels, run the
-# loss tests (CUDA cases first), then the CUDA benchmark table in quick mode. About 8 minutes at
+# kernel tests (CUDA cases first), then the CUDA benchmark table in quick mode. About 8 minutes at
 # most: every step has a time limit taken from one overall deadline, and every step's output is
 # saved under $OUT as it goes, so a step that runs out of time still leaves what it printed.
 #
@@ -71,13 +71,15 @@ $PYTHON -c 'import taylorglo, torch; from taylorglo import ops
 print("kernels:", ops.kernel_devices(), "|", ops.EXTENSION_ERROR or "extension loaded")
 assert "cuda" in ops.kernel_devices(), "the extension has no CUDA kernels"' || STATUS=1
 
-step "tests: CUDA cases of tests/test_loss.py"
-timeout "$(limit 90 170)" $PYTHON -m pytest tests/test_loss.py -k cuda -q -rs -p no:cacheprovider \
+# The CUDA cases: every launch path of csrc/cuda/launch.h (warp per row, block per row, thread per
+# row) in every dtype, hard and soft, both compiled order bounds; the precision and NaN cases.
+step "tests: CUDA cases of tests/test_ops.py"
+timeout "$(limit 90 170)" $PYTHON -m pytest tests/test_ops.py -k cuda -q -rs -p no:cacheprovider \
     2>&1 | tee "$OUT/tests-cuda.log" || STATUS=1
 
-step "tests: the rest of tests/test_loss.py (CPU and device-parametrized cases)"
-timeout "$(limit 120 150)" $PYTHON -m pytest tests/test_loss.py -k "not cuda" -q -rs -p no:cacheprovider \
-    -x 2>&1 | tee "$OUT/tests.log" || STATUS=1
+step "tests: the rest of the kernel tests (CPU and device-parametrized cases)"
+timeout "$(limit 120 150)" $PYTHON -m pytest tests/test_ops.py tests/test_loss.py tests/test_reference.py \
+    tests/test_loss_errors.py -k "not cuda" -q -rs -p no:cacheprovider -x 2>&1 | tee "$OUT/tests.log" || STATUS=1
 
 step "benchmark: TaylorLoss vs F.cross_entropy on CUDA (quick)"
 timeout "$(limit 60 80)" $PYTHON benchmarks/loss_table.py --device cuda --quick \

@@ -9,8 +9,6 @@ autograd node whose backward is the fused backward kernel (``csrc/autograd.cpp``
 
 from __future__ import annotations
 
-import itertools
-import math
 import weakref
 from collections.abc import Sequence
 from functools import lru_cache
@@ -21,6 +19,8 @@ from torch import nn
 from taylorglo import ops
 from taylorglo.polynomial import (
     TaylorPolynomial,
+    binomial_expansion,
+    expansion_tables,
     infer_order,
     parameter_count,
     validate_variables,
@@ -38,26 +38,8 @@ _BACKENDS = ("auto", "kernel", "reference")
 _is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None) or (lambda: False)
 
 
-def _expansion_tables(order: int, variables: tuple[str, ...]):
-    """Constant tables that expand prod (v - c_v)^e_v into powers of x and y (python lists)."""
-    # Positional ranges, not repeat=: torch 2.4's Dynamo cannot trace itertools.product(..., repeat=).
-    exps = list(itertools.product(*[range(order + 1)] * len(variables)))
-    exps = [e for e in exps if sum(e) <= order and e[1] > 0]  # the layout of taylorglo.polynomial
-    k = order
-    binom, index = [], []
-    for axis in (0, 1):
-        b_rows, i_rows = [], []
-        for e in exps:
-            b_rows.append([math.comb(e[axis], r) if r <= e[axis] else 0 for r in range(k + 1)])
-            i_rows.append([max(e[axis] - r, 0) for r in range(k + 1)])
-        binom.append(b_rows)
-        index.append(i_rows)
-    t_exp = [e[2] for e in exps] if len(variables) == 3 else None
-    return len(exps), binom, index, t_exp
-
-
 def _make_device_tables(order: int, variables: tuple[str, ...], device: torch.device, dtype: torch.dtype):
-    n, binom, index, t_exp = _expansion_tables(order, variables)
+    n, binom, index, t_exp = expansion_tables(order, variables)
     bx, by = (torch.tensor(b, dtype=dtype, device=device) for b in binom)
     ix, iy = (torch.tensor(i, dtype=torch.long, device=device) for i in index)
     powers = torch.arange(order + 1, dtype=dtype, device=device)
@@ -96,8 +78,9 @@ def power_basis(
 def _make_smoothing_matrix(order: int, eps: float, num_classes: int) -> list[list[float]]:
     """M[a][i]: x^i with x -> (1 - eps) x + eps / C, expanded: (..)^i = sum_a M[a][i] x^a."""
     s, u = 1.0 - eps, eps / num_classes
+    terms = [binomial_expansion(i) for i in range(order + 1)]
     return [
-        [math.comb(i, a) * s**a * u ** (i - a) if a <= i else 0.0 for i in range(order + 1)]
+        [terms[i][a][1] * s**a * u ** terms[i][a][2] if a <= i else 0.0 for i in range(order + 1)]
         for a in range(order + 1)
     ]
 

@@ -106,6 +106,65 @@ def infer_order(length: int, variables: Sequence[str] = ("x", "y")) -> int:
     )
 
 
+# --------------------------------------------------------------------------------------------
+# Binomial expansion: from the centered form to the power basis, written once
+
+
+def binomial_expansion(p: int) -> list[tuple[int, int, int]]:
+    """The terms of a binomial power as ``(r, C(p, r), p - r)`` for r = 0..p:
+
+        (v + a)^p = sum_{r=0..p} C(p, r) a^(p - r) v^r.
+
+    Every change of basis in the package is this expansion:
+
+    - the centers: the polynomial is stored centered, f = sum_e theta_e prod_i (v_i - c_i)^{e_i}, and
+      with a = -c_i each factor is sum_r C(e_i, r) (-c_i)^(e_i - r) v_i^r, so the coefficient of
+      x^r y^s in the power basis is
+
+          P[r][s] = sum_e theta_e (t - c_t)^{e_t} C(e_x, r) (-c_x)^(e_x - r) C(e_y, s) (-c_y)^(e_y - s)
+
+      (the t factor only with the t variable; terms with r > e_x or s > e_y are absent).
+      :meth:`TaylorPolynomial.power_basis` sums it in floats, :func:`expansion_tables` lays it out as
+      tensors for the loss, ``_translate`` does it in exact fractions for any offsets;
+    - label smoothing: x' = s x + u gives x'^i = sum_a C(i, a) s^a u^(i - a) x^a.
+    """
+    return [(r, math.comb(p, r), p - r) for r in range(p + 1)]
+
+
+def expansion_tables(
+    order: int, variables: Sequence[str]
+) -> tuple[int, list[list[list[int]]], list[list[list[int]]], list[int] | None]:
+    """The power-basis expansion of :func:`binomial_expansion` as rectangular tables, for tensor ops.
+
+    For the n-th exponent tuple e_n of the vector layout (:func:`monomial_exponents`), an axis
+    a in (0: x, 1: y) and each power r = 0..order:
+
+        binomials[a][n][r] = C(e_n[a], r),  powers[a][n][r] = e_n[a] - r    (r <= e_n[a])
+        binomials[a][n][r] = 0,             powers[a][n][r] = 0             (r > e_n[a]: no term)
+
+    so that with theta the coefficients, c the centers and T_n = (t - c_t)^{t_exponents[n]} (1 without t):
+
+        P[r][s] = sum_n theta_n T_n  binomials[0][n][r] (-c_x)^powers[0][n][r]
+                                     binomials[1][n][s] (-c_y)^powers[1][n][s].
+
+    Returns (the number of tuples, binomials, powers, t_exponents or None). Python lists, not cached:
+    the loss builds its tensors from them, also while torch.compile traces it.
+    """
+    exps = monomial_exponents(order, variables)
+    binomials: list[list[list[int]]] = []
+    powers: list[list[list[int]]] = []
+    for axis in (0, 1):
+        b_rows, p_rows = [], []
+        for e in exps:
+            terms = binomial_expansion(e[axis])
+            b_rows.append([terms[r][1] if r <= e[axis] else 0 for r in range(order + 1)])
+            p_rows.append([terms[r][2] if r <= e[axis] else 0 for r in range(order + 1)])
+        binomials.append(b_rows)
+        powers.append(p_rows)
+    t_exponents = [e[2] for e in exps] if len(variables) == 3 else None
+    return len(exps), binomials, powers, t_exponents
+
+
 class TaylorPolynomial:
     """A TaylorGLO polynomial f(x, y[, t]) given by its flat parameter vector.
 
@@ -284,7 +343,7 @@ class TaylorPolynomial:
     def power_basis(self, t: float | None = None) -> list[list[float]]:
         """Coefficients ``P[i][j]`` of ``x^i y^j`` with the centers expanded (t folded in when present).
 
-        f(x, y) = sum_{i,j <= k} P[i][j] x^i y^j.
+        f(x, y) = sum_{i,j <= k} P[i][j] x^i y^j (the expansion of :func:`binomial_expansion`).
         """
         k = self.order
         out = [[0.0] * (k + 1) for _ in range(k + 1)]
@@ -296,10 +355,10 @@ class TaylorPolynomial:
                 if t is None:
                     raise ValueError("this polynomial depends on the training progress t: pass t")
                 tfac = (t - self.centers[2]) ** e[2]
-            for r in range(ex + 1):
-                bx = math.comb(ex, r) * (-cx) ** (ex - r)
-                for s in range(ey + 1):
-                    out[r][s] += coef * tfac * bx * math.comb(ey, s) * (-cy) ** (ey - s)
+            for r, bx, qx in binomial_expansion(ex):
+                ax = bx * (-cx) ** qx
+                for s, by, qy in binomial_expansion(ey):
+                    out[r][s] += coef * tfac * ax * by * (-cy) ** qy
         return out
 
     # ----------------------------------------------------------------------------------------
@@ -399,14 +458,14 @@ _Poly = dict  # dict[tuple[int, ...], Fraction]
 def _translate(terms: _Poly, offsets: Sequence[Fraction]) -> _Poly:
     """Rewrite a polynomial in u as one in w where u_i = w_i + offsets_i (exact).
 
-    u^e = prod_i sum_{r_i <= e_i} C(e_i, r_i) w_i^{r_i} offsets_i^{e_i - r_i}.
+    u^e = prod_i sum_{r_i <= e_i} C(e_i, r_i) w_i^{r_i} offsets_i^{e_i - r_i} (:func:`binomial_expansion`).
     """
     out: _Poly = {}
     for e, coef in terms.items():
         if coef == 0:
             continue
         axes = [
-            [(r, math.comb(p, r) * off ** (p - r)) for r in range(p + 1) if off != 0 or r == p]
+            [(r, b * off**q) for r, b, q in binomial_expansion(p) if off != 0 or q == 0]
             for p, off in zip(e, offsets)
         ]
         for choice in itertools.product(*axes):

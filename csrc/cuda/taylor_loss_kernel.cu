@@ -10,27 +10,33 @@
 //  - Backward: one pass; p_j = exp(z_j - M) * (1/S) from the saved row max M and inverse sum 1/S,
 //    as the forward computes it (a float32 lse would lose up to 1e-3 of p for logits near 3e4).
 //  - Soft labels: the forward needs p before evaluating f(x, p), so it makes two passes.
-// Launch configuration (chosen in one place, launch_config below): a warp per row for C <= 2048,
-// a 512-thread block per row beyond, and a thread per row for N-d inputs (classes strided by
-// `inner`, so neighbouring threads read neighbouring addresses). All index arithmetic is 64-bit;
-// kernels run on the current stream and never sync the host. Accumulation is in float (double for
-// float64 inputs); out-of-range labels trip a device-side assert naming the problem.
+// The arithmetic of a row (polynomials, the hard-label row finish) is taylor_math.h's, shared with
+// the CPU kernels. Launch geometry: the table in launch.h (a warp per row for C <= 2048, a 512-thread
+// block per row beyond, a thread per row for N-d inputs, whose classes are strided by `inner` so that
+// neighbouring threads read neighbouring addresses); the kernels are compiled for its groups only. All
+// index arithmetic is 64-bit; kernels run on the current stream and never sync the host. Accumulation
+// is in float (double for float64 inputs); out-of-range labels trip a device-side assert naming the
+// problem. The ops are registered in taylor_loss_cuda.cpp: this file includes only ATen and c10.
 
-#include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty_like.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/macros/Macros.h>
-#include <torch/library.h>
 
 #include <cmath>
 #include <limits>
+#include <tuple>
 
 #include "../checks.h"
+#include "../taylor_math.h"
+#include "launch.h"
 
 namespace taylorglo {
+namespace cuda {
 namespace {
 
 __device__ __forceinline__ float dev_exp(float x) { return expf(x); }
@@ -101,8 +107,8 @@ struct PowerSums {
   }
 };
 
-// Butterfly reduction of a PowerSums over GROUP threads (GROUP in {1, 32, 512}); every thread of
-// the group ends with the row's state. `smem` holds (KMAX + 2) values per warp of the block.
+// Butterfly reduction of a PowerSums over GROUP threads (a group of launch.h's table); every thread
+// of the group ends with the row's state. `smem` holds (KMAX + 2) values per warp of the block.
 template <typename acc_t, int KMAX, int GROUP>
 __device__ __forceinline__ void group_reduce(PowerSums<acc_t, KMAX>& s, int K, acc_t* smem) {
   if constexpr (GROUP == 1) {
@@ -153,20 +159,6 @@ __device__ __forceinline__ acc_t group_sum(acc_t v, acc_t* smem) {
   }
 }
 
-template <typename acc_t>
-__device__ __forceinline__ acc_t poly(const acc_t* c, int K, acc_t p) {
-  acc_t r = c[K];
-  for (int m = K - 1; m >= 0; --m) r = r * p + c[m];
-  return r;
-}
-
-template <typename acc_t>
-__device__ __forceinline__ acc_t poly_derivative(const acc_t* c, int K, acc_t p) {
-  acc_t r = acc_t(K) * c[K];
-  for (int m = K - 1; m >= 1; --m) r = r * p + acc_t(m) * c[m];
-  return r;
-}
-
 struct RowIndex {
   int64_t row;   // position index in [0, rows)
   int64_t base;  // offset of class 0 of this row
@@ -177,7 +169,7 @@ struct RowIndex {
 template <int GROUP>
 __device__ __forceinline__ RowIndex row_index(const RowLayout l) {
   RowIndex ri;
-  constexpr int kBlockRows = GROUP >= 256 ? 1 : 256 / GROUP;
+  constexpr int kBlockRows = block_threads(GROUP) / GROUP;
   ri.row = static_cast<int64_t>(blockIdx.x) * kBlockRows + threadIdx.x / GROUP;
   ri.lane = threadIdx.x % GROUP;
   ri.valid = ri.row < l.rows;
@@ -190,7 +182,7 @@ __device__ __forceinline__ RowIndex row_index(const RowLayout l) {
 // Hard labels
 
 template <typename scalar_t, typename acc_t, int KMAX, int GROUP>
-__global__ void __launch_bounds__(GROUP >= 256 ? GROUP : 256)
+__global__ void __launch_bounds__(block_threads(GROUP))
     hard_forward_kernel(const scalar_t* __restrict__ logits, const int64_t* __restrict__ target,
                         const acc_t* __restrict__ coef, acc_t* __restrict__ loss, acc_t* __restrict__ stats,
                         const RowLayout l, const int K, const int64_t ignore_index) {
@@ -227,33 +219,18 @@ __global__ void __launch_bounds__(GROUP >= 256 ? GROUP : 256)
     s.rescale(dev_exp(s.M - zt), K);
     s.M = zt;
   }
-  const acc_t e_t = dev_exp(zt - s.M);
-  const acc_t total = s.R[1] + e_t;
-  const acc_t inv = acc_t(1) / total;
-  const acc_t* A = coef;
-  const acc_t* B = coef + (K + 1);
-  acc_t lossv = A[0] * acc_t(l.C - 1), Q = acc_t(0), scale = acc_t(1);
-#pragma unroll
-  for (int m = 1; m <= KMAX; ++m) {
-    if (m <= K) {
-      scale *= inv;
-      const acc_t S = s.R[m] * scale;
-      lossv += A[m] * S;
-      Q += acc_t(m) * A[m] * S;
-    }
-  }
-  const acc_t pt = e_t * inv;
-  lossv += poly(B, K, pt);
-  loss[ri.row] = -lossv;
+  const HardRow<acc_t> row =
+      hard_row_finish(s.R, dev_exp(zt - s.M), coef, coef + (K + 1), l.C, Order<0, KMAX>{K});
+  loss[ri.row] = -row.value;
   st(0, ri.row) = s.M;
-  st(1, ri.row) = inv;
-  st(2, ri.row) = Q + poly_derivative(B, K, pt) * pt;
-  st(3, ri.row) = Q;
-  st(4, ri.row) = s.R[1] * inv;
+  st(1, ri.row) = row.inv;
+  st(2, ri.row) = row.D;
+  st(3, ri.row) = row.Q;
+  st(4, ri.row) = row.one_minus_pt;
 }
 
 template <typename scalar_t, typename acc_t, int KMAX, int GROUP>
-__global__ void __launch_bounds__(GROUP >= 256 ? GROUP : 256)
+__global__ void __launch_bounds__(block_threads(GROUP))
     hard_backward_kernel(const acc_t* __restrict__ grad_loss, const scalar_t* __restrict__ logits,
                          const int64_t* __restrict__ target, const acc_t* __restrict__ coef,
                          const acc_t* __restrict__ stats, scalar_t* __restrict__ grad, const RowLayout l, const int K,
@@ -267,9 +244,9 @@ __global__ void __launch_bounds__(GROUP >= 256 ? GROUP : 256)
     for (int64_t j = ri.lane; j < l.C; j += GROUP) grad[ri.base + j * l.inner] = scalar_t(0);
     return;
   }
-  acc_t dA[KMAX + 1];  // indexed by compile-time indices only: stays in registers
-#pragma unroll
-  for (int m = 0; m <= KMAX; ++m) dA[m] = (m < K) ? acc_t(m + 1) * coef[m + 1] : acc_t(0);
+  const Order<0, KMAX> ord{K};
+  acc_t dA[KMAX + 1];  // A' = sum_m dA_m p^m; indexed by constants only (unrolled loops): stays in registers
+  hard_slope_coefficients(coef, ord, dA);
   const acc_t* B = coef + (K + 1);
   const RowStats<const acc_t> st{stats, l.rows};
   const acc_t M = st(0, ri.row), inv = st(1, ri.row), D = st(2, ri.row), Q = st(3, ri.row), omp = st(4, ri.row);
@@ -277,15 +254,7 @@ __global__ void __launch_bounds__(GROUP >= 256 ? GROUP : 256)
   for (int64_t j = ri.lane; j < l.C; j += GROUP) {
     const int64_t off = ri.base + j * l.inner;
     const acc_t p = dev_exp(static_cast<acc_t>(logits[off]) - M) * inv;
-    acc_t g;
-    if (j == t) {
-      g = poly_derivative(B, K, p) * omp - Q;  // g_t - D without cancellation
-    } else {
-      acc_t gp = dA[KMAX];
-#pragma unroll
-      for (int m = KMAX - 1; m >= 0; --m) gp = gp * p + dA[m];
-      g = gp - D;
-    }
+    const acc_t g = j == t ? hard_target_slope(B, ord, p, omp, Q) : hard_slope(dA, ord, p, D);
     grad[off] = static_cast<scalar_t>(gscale * p * g);
   }
 }
@@ -293,21 +262,8 @@ __global__ void __launch_bounds__(GROUP >= 256 ? GROUP : 256)
 // ------------------------------------------------------------------------------------------------
 // Soft labels: f(x, p) = sum_{i,m} c[i][m] x^i p^m, with c[i][m] = 0 for i + m > K (total degree K).
 
-template <typename acc_t>
-__device__ __forceinline__ void soft_eval(const acc_t* __restrict__ c, int K, acc_t x, acc_t p, acc_t& f, acc_t& g) {
-  acc_t fa = acc_t(0), ga = acc_t(0);
-  for (int m = K; m >= 0; --m) {
-    acc_t a = c[(K - m) * (K + 1) + m];
-    for (int i = K - m - 1; i >= 0; --i) a = a * x + c[i * (K + 1) + m];
-    fa = fa * p + a;
-    if (m >= 1) ga = ga * p + a * acc_t(m);
-  }
-  f = fa;
-  g = ga;
-}
-
 template <typename scalar_t, typename acc_t, int GROUP>
-__global__ void __launch_bounds__(GROUP >= 256 ? GROUP : 256)
+__global__ void __launch_bounds__(block_threads(GROUP))
     soft_forward_kernel(const scalar_t* __restrict__ logits, const scalar_t* __restrict__ target,
                         const acc_t* __restrict__ coef, acc_t* __restrict__ loss, acc_t* __restrict__ stats,
                         const RowLayout l, const int K) {
@@ -326,7 +282,7 @@ __global__ void __launch_bounds__(GROUP >= 256 ? GROUP : 256)
     const int64_t off = ri.base + j * l.inner;
     const acc_t p = dev_exp(static_cast<acc_t>(logits[off]) - M) * inv;
     acc_t f, g;
-    soft_eval(coef, K, static_cast<acc_t>(target[off]), p, f, g);
+    soft_eval(coef, Order<0, kMaxOrder>{K}, static_cast<acc_t>(target[off]), p, f, g);
     fsum += f;
     dsum += g * p;
   }
@@ -342,7 +298,7 @@ __global__ void __launch_bounds__(GROUP >= 256 ? GROUP : 256)
 }
 
 template <typename scalar_t, typename acc_t, int GROUP>
-__global__ void __launch_bounds__(GROUP >= 256 ? GROUP : 256)
+__global__ void __launch_bounds__(block_threads(GROUP))
     soft_backward_kernel(const acc_t* __restrict__ grad_loss, const scalar_t* __restrict__ logits,
                          const scalar_t* __restrict__ target, const acc_t* __restrict__ coef,
                          const acc_t* __restrict__ stats, scalar_t* __restrict__ grad, const RowLayout l, const int K) {
@@ -355,48 +311,8 @@ __global__ void __launch_bounds__(GROUP >= 256 ? GROUP : 256)
     const int64_t off = ri.base + j * l.inner;
     const acc_t p = dev_exp(static_cast<acc_t>(logits[off]) - M) * inv;
     acc_t f, g;
-    soft_eval(coef, K, static_cast<acc_t>(target[off]), p, f, g);
+    soft_eval(coef, Order<0, kMaxOrder>{K}, static_cast<acc_t>(target[off]), p, f, g);  // f unused
     grad[off] = static_cast<scalar_t>(gscale * p * (g - D));
-  }
-}
-
-// ------------------------------------------------------------------------------------------------
-// Launch configuration: the one place that maps a row layout to a kernel shape.
-
-struct LaunchConfig {
-  int group;    // threads per row: 1 (N-d inputs), 32 (C <= 2048) or 512
-  int threads;  // threads per block
-  int64_t blocks;
-};
-
-LaunchConfig launch_config(const RowLayout& l) {
-  LaunchConfig c;
-  if (l.inner > 1) {
-    c.group = 1;
-  } else if (l.C <= 2048) {
-    c.group = 32;
-  } else {
-    c.group = 512;
-  }
-  c.threads = c.group >= 256 ? c.group : 256;
-  const int64_t rows_per_block = c.threads / c.group;
-  c.blocks = (l.rows + rows_per_block - 1) / rows_per_block;
-  TORCH_CHECK(c.blocks <= std::numeric_limits<int32_t>::max(), "taylorglo: too many rows for one launch: ", l.rows);
-  return c;
-}
-
-template <typename F>
-void with_group(int group, F&& f) {
-  switch (group) {
-    case 1:
-      f(std::integral_constant<int, 1>{});
-      break;
-    case 32:
-      f(std::integral_constant<int, 32>{});
-      break;
-    default:
-      f(std::integral_constant<int, 512>{});
-      break;
   }
 }
 
@@ -409,8 +325,10 @@ void with_kmax(int K, F&& f) {
   }
 }
 
+}  // namespace
+
 // ------------------------------------------------------------------------------------------------
-// Op entry points
+// Op entry points (registered in taylor_loss_cuda.cpp)
 
 // Launches `kernel` for every dtype with (scalar_t, acc_t) bound, on the current stream of the logits' device.
 #define TAYLORGLO_DISPATCH(a, NAME, ...)                                                                        \
@@ -421,7 +339,7 @@ void with_kmax(int K, F&& f) {
     __VA_ARGS__();                                                                                              \
   })
 
-std::tuple<at::Tensor, at::Tensor> hard_forward_cuda(const at::Tensor& logits, const at::Tensor& target,
+std::tuple<at::Tensor, at::Tensor> hard_forward(const at::Tensor& logits, const at::Tensor& target,
                                                      const at::Tensor& coef, int64_t ignore_index) {
   const OpArgs a = check_forward_args(logits, target, coef, /*hard=*/true);
   c10::cuda::CUDAGuard guard(a.logits.device());
@@ -429,9 +347,9 @@ std::tuple<at::Tensor, at::Tensor> hard_forward_cuda(const at::Tensor& logits, c
   if (a.l.rows == 0) return out;
   TAYLORGLO_DISPATCH(a, "taylorglo_hard_forward_cuda", [&] {
     with_kmax(a.K, [&](auto kmax) {
-      with_group(cfg.group, [&](auto group) {
+      with_group(cfg.shape->group, [&](auto group) {
         hard_forward_kernel<scalar_t, acc_t, decltype(kmax)::value, decltype(group)::value>
-            <<<cfg.blocks, cfg.threads, 0, stream>>>(a.logits.data_ptr<scalar_t>(), a.target.data_ptr<int64_t>(),
+            <<<cfg.blocks, cfg.shape->threads, 0, stream>>>(a.logits.data_ptr<scalar_t>(), a.target.data_ptr<int64_t>(),
                                                      a.coef.data_ptr<acc_t>(), std::get<0>(out).data_ptr<acc_t>(),
                                                      std::get<1>(out).data_ptr<acc_t>(), a.l, a.K, ignore_index);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -441,7 +359,7 @@ std::tuple<at::Tensor, at::Tensor> hard_forward_cuda(const at::Tensor& logits, c
   return out;
 }
 
-at::Tensor hard_backward_cuda(const at::Tensor& grad_loss, const at::Tensor& logits, const at::Tensor& target,
+at::Tensor hard_backward(const at::Tensor& grad_loss, const at::Tensor& logits, const at::Tensor& target,
                               const at::Tensor& coef, const at::Tensor& stats, int64_t ignore_index) {
   const OpArgs a = check_backward_args(grad_loss, logits, target, coef, stats, /*hard=*/true);
   c10::cuda::CUDAGuard guard(a.logits.device());
@@ -449,9 +367,9 @@ at::Tensor hard_backward_cuda(const at::Tensor& grad_loss, const at::Tensor& log
   if (a.l.rows == 0 || a.l.C == 0) return grad;
   TAYLORGLO_DISPATCH(a, "taylorglo_hard_backward_cuda", [&] {
     with_kmax(a.K, [&](auto kmax) {
-      with_group(cfg.group, [&](auto group) {
+      with_group(cfg.shape->group, [&](auto group) {
         hard_backward_kernel<scalar_t, acc_t, decltype(kmax)::value, decltype(group)::value>
-            <<<cfg.blocks, cfg.threads, 0, stream>>>(a.grad_loss.data_ptr<acc_t>(), a.logits.data_ptr<scalar_t>(),
+            <<<cfg.blocks, cfg.shape->threads, 0, stream>>>(a.grad_loss.data_ptr<acc_t>(), a.logits.data_ptr<scalar_t>(),
                                                      a.target.data_ptr<int64_t>(), a.coef.data_ptr<acc_t>(),
                                                      a.stats.data_ptr<acc_t>(), grad.data_ptr<scalar_t>(), a.l, a.K,
                                                      ignore_index);
@@ -462,15 +380,15 @@ at::Tensor hard_backward_cuda(const at::Tensor& grad_loss, const at::Tensor& log
   return grad;
 }
 
-std::tuple<at::Tensor, at::Tensor> soft_forward_cuda(const at::Tensor& logits, const at::Tensor& target,
+std::tuple<at::Tensor, at::Tensor> soft_forward(const at::Tensor& logits, const at::Tensor& target,
                                                      const at::Tensor& coef) {
   const OpArgs a = check_forward_args(logits, target, coef, /*hard=*/false);
   c10::cuda::CUDAGuard guard(a.logits.device());
   auto out = forward_outputs(a);
   if (a.l.rows == 0) return out;
   TAYLORGLO_DISPATCH(a, "taylorglo_soft_forward_cuda", [&] {
-    with_group(cfg.group, [&](auto group) {
-      soft_forward_kernel<scalar_t, acc_t, decltype(group)::value><<<cfg.blocks, cfg.threads, 0, stream>>>(
+    with_group(cfg.shape->group, [&](auto group) {
+      soft_forward_kernel<scalar_t, acc_t, decltype(group)::value><<<cfg.blocks, cfg.shape->threads, 0, stream>>>(
           a.logits.data_ptr<scalar_t>(), a.target.data_ptr<scalar_t>(), a.coef.data_ptr<acc_t>(),
           std::get<0>(out).data_ptr<acc_t>(), std::get<1>(out).data_ptr<acc_t>(), a.l, a.K);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -479,15 +397,15 @@ std::tuple<at::Tensor, at::Tensor> soft_forward_cuda(const at::Tensor& logits, c
   return out;
 }
 
-at::Tensor soft_backward_cuda(const at::Tensor& grad_loss, const at::Tensor& logits, const at::Tensor& target,
+at::Tensor soft_backward(const at::Tensor& grad_loss, const at::Tensor& logits, const at::Tensor& target,
                               const at::Tensor& coef, const at::Tensor& stats) {
   const OpArgs a = check_backward_args(grad_loss, logits, target, coef, stats, /*hard=*/false);
   c10::cuda::CUDAGuard guard(a.logits.device());
   at::Tensor grad = at::empty_like(a.logits, at::MemoryFormat::Contiguous);
   if (a.l.rows == 0 || a.l.C == 0) return grad;
   TAYLORGLO_DISPATCH(a, "taylorglo_soft_backward_cuda", [&] {
-    with_group(cfg.group, [&](auto group) {
-      soft_backward_kernel<scalar_t, acc_t, decltype(group)::value><<<cfg.blocks, cfg.threads, 0, stream>>>(
+    with_group(cfg.shape->group, [&](auto group) {
+      soft_backward_kernel<scalar_t, acc_t, decltype(group)::value><<<cfg.blocks, cfg.shape->threads, 0, stream>>>(
           a.grad_loss.data_ptr<acc_t>(), a.logits.data_ptr<scalar_t>(), a.target.data_ptr<scalar_t>(),
           a.coef.data_ptr<acc_t>(), a.stats.data_ptr<acc_t>(), grad.data_ptr<scalar_t>(), a.l, a.K);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -496,13 +414,5 @@ at::Tensor soft_backward_cuda(const at::Tensor& grad_loss, const at::Tensor& log
   return grad;
 }
 
-}  // namespace
-
-TORCH_LIBRARY_IMPL(taylorglo, CUDA, m) {
-  m.impl("hard_forward", &hard_forward_cuda);
-  m.impl("hard_backward", &hard_backward_cuda);
-  m.impl("soft_forward", &soft_forward_cuda);
-  m.impl("soft_backward", &soft_backward_cuda);
-}
-
+}  // namespace cuda
 }  // namespace taylorglo
