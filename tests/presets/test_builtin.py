@@ -26,6 +26,7 @@ RECORDED = {
 }
 FOUND = [
     "mnist1d-cnn1d-xyt",
+    "mnist1d-noisy-symmetric-40",
     "mnist5k-smallcnn",
 ]  # found by this project's own searches (benchmarks/evidence)
 TAYLOR_CE = [f"taylor-ce-{k}" for k in range(2, 7)]  # Taylor cross-entropy, test_taylor_ce_presets.py
@@ -143,8 +144,11 @@ def test_taylorloss_from_preset_builds_the_builtin(fresh_registry):
     assert loss.params.tolist() == list(get_preset("ce-taylor-4").params)
 
 
-def test_the_mnist1d_preset_carries_its_learning_rate_and_its_win_over_the_tuned_baseline(fresh_registry):
-    preset = get_preset("mnist1d-cnn1d-xyt")
+@pytest.mark.parametrize("name", ["mnist1d-cnn1d-xyt", "mnist1d-noisy-symmetric-40"])
+def test_the_mnist1d_presets_carry_their_learning_rate_and_their_win_over_the_tuned_baseline(
+    fresh_registry, name
+):
+    preset = get_preset(name)
     assert preset.variables == ("x", "y", "t") and preset.learning_rate == 0.2
     assert preset.results["metric"] == "test_accuracy" and preset.results["preset"]["n"] == 20
     assert (
@@ -154,3 +158,19 @@ def test_the_mnist1d_preset_carries_its_learning_rate_and_its_win_over_the_tuned
     assert any("best tuned baseline" in note for note in preset.notes)
     # the invariant of a loss with t is stated at t = 0, where the search checks it
     assert preset.invariant["gradient"]["passes"] is True
+
+
+def test_the_noisy_label_preset_is_the_protocols_found_loss_with_its_measured_numbers(fresh_registry):
+    """The published loss, learning rate and test numbers are those of the committed results."""
+    results = json.loads(
+        (REPO / "benchmarks/evidence/noisy/results/mnist1d-symmetric-40/results.json").read_text()
+    )
+    preset = get_preset("mnist1d-noisy-symmetric-40")
+    found = results["arms"]["found-xyt"]
+    assert found["spec"]["loss"] == "params:" + ",".join(repr(v) for v in preset.params) + ";variables=x,y,t"
+    assert preset.learning_rate == found["spec"]["lr"]
+    assert preset.provenance["training_budget"]["label_noise"] == results["label_noise"]
+    for key in ("mean", "std", "n"):
+        assert preset.results["preset"][key] == found["test"][key]
+        assert preset.results["cross_entropy"][key] == results["arms"]["cross-entropy"]["test"][key]
+    assert results["best_baseline"] == "gce" and results["comparisons"]["found-xyt"]["p"] < 0.05
