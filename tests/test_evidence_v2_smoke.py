@@ -66,6 +66,7 @@ def _journal_lines(out: Path) -> dict[str, int]:
     return {str(p.relative_to(out)): len(p.read_text().splitlines()) for p in out.rglob("*.jsonl")}
 
 
+@pytest.mark.slow
 def test_protocol_v2_runs_every_stage_reads_test_only_in_final_and_resumes(tmp_path):
     pytest.importorskip("scipy")
     module = _script()
@@ -112,6 +113,7 @@ NOISY = (
 )
 
 
+@pytest.mark.slow
 def test_protocol_v2_baseline_families_under_label_noise(tmp_path):
     """The noisy-label protocol (issue 17): baseline families tuned member by member, each in the final
     table at its best member by (noisy) validation; the realized noise rate reported; test clean."""

@@ -432,6 +432,7 @@ def capability_or_skip(capability: str) -> dict:
     return run
 
 
+@pytest.mark.slow  # a subprocess per capability
 @pytest.mark.parametrize("capability", ["default", "avx2", "avx512"])
 def test_each_cpu_capability_matches_the_reference(capability):
     # In-process tests run the best build this CPU has; the others are checked here.

@@ -41,6 +41,7 @@ def test_export_from_a_bare_vector_or_a_preset(tmp_path):
         preset_from_vector(VECTOR[:7], "short")
 
 
+@pytest.mark.slow
 def test_the_exported_package_installs_with_pip_and_gives_the_same_loss(tmp_path):
     preset = preset_from_vector(VECTOR, "pi-loss", description="installed by pip")
     pkg = export_package(preset, tmp_path / "pkg", plot=False)
@@ -122,6 +123,7 @@ def test_the_command_line_lists_shows_and_exports(tmp_path, capsys, fresh_regist
         export_package(str(tmp_path), tmp_path / "o", name="x")
 
 
+@pytest.mark.slow
 def test_python_dash_m_runs_the_command_line():
     proc = subprocess.run(
         [sys.executable, "-m", "taylorglo.presets", "list", "original-*"],

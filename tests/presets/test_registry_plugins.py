@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 import taylorglo.presets
 
 from .preset_helpers import DISCOVER, make_dist, preset_doc, run_python
+
+pytestmark = pytest.mark.slow  # each test imports taylorglo in a fresh interpreter
 
 
 def _plugins(root):

@@ -54,6 +54,7 @@ def test_an_exception_in_the_evaluator_is_a_failed_result_not_a_dead_worker(back
     assert "Traceback" in res["log"]
 
 
+@pytest.mark.slow
 def test_search_on_local_workers_retries_crashes_and_penalizes_repeated_deaths(tmp_path):
     options = {"crash_on": [1], "crash_always": [2]}
     local = synthetic_config(

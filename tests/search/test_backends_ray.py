@@ -33,6 +33,7 @@ def _namespaces_permitted() -> bool:
 
 
 pytestmark = [
+    pytest.mark.slow,  # each test starts Ray (pytest -m slow; CI installs the ray extra for them)
     pytest.mark.skipif(
         importlib.util.find_spec("ray") is None, reason="Ray is not installed (pip install 'ray[default]')"
     ),

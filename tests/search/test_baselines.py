@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from taylorglo.search.baselines import run_baselines
 from taylorglo.search.journal import ExperimentDir
 from taylorglo.search.runner import run_search
@@ -32,6 +34,7 @@ def _robust(**search) -> dict:
 
 
 # --- baselines ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_baselines_tune_every_arm_on_one_grid_and_the_selection_seeds_and_resume(tmp_path):
     exp_dir = tmp_path / "e"
     cfg = _robust(generations=2, final_top_k=1, final_seeds=3, baseline_lrs=[0.05, 0.1, 0.2])

@@ -16,6 +16,8 @@ import pytest
 
 from .conftest import subprocess_env, synthetic_config
 
+pytestmark = pytest.mark.slow  # each test starts the CLI in a fresh interpreter
+
 # python -c: hide matplotlib, then run ``python -m taylorglo.search`` with the remaining arguments.
 HIDE_MATPLOTLIB = (
     "import runpy, sys; sys.modules['matplotlib'] = None; "

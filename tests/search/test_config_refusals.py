@@ -56,6 +56,7 @@ def _refused(tmp_path, capsys, config: dict, command: str = "run") -> str:
         ({"lr": float("inf")}, "task.lr", "finite"),
     ],
 )
+@pytest.mark.slow  # a subprocess per case
 @pytest.mark.parametrize("command", ["run", "init"])
 def test_a_task_the_trainer_cannot_build_is_refused_before_anything_is_written(
     tmp_path, capsys, task, field, words, command

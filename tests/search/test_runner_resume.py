@@ -51,9 +51,10 @@ def _trainings(marker_dir: Path) -> Counter:
     "fault",
     [
         "after-journal:1:3",  # right after an evaluation is journaled, mid-generation
-        "before-tell:2",  # every evaluation of generation 2 journaled, strategy not updated
-        "replace:state.pkl@2",  # during the checkpoint write after generation 1
-        "replace:population.json@3",  # while storing the sampled generation 2
+        # the other fault points run with the slow tests (pytest -m slow)
+        pytest.param("before-tell:2", marks=pytest.mark.slow),  # generation 2 journaled, no tell yet
+        pytest.param("replace:state.pkl@2", marks=pytest.mark.slow),  # during the checkpoint after gen 1
+        pytest.param("replace:population.json@3", marks=pytest.mark.slow),  # storing generation 2
     ],
 )
 def test_kill_at_a_fault_point_then_resume_equals_an_uninterrupted_run(tmp_path, reference, fault):
@@ -72,6 +73,7 @@ def test_kill_at_a_fault_point_then_resume_equals_an_uninterrupted_run(tmp_path,
     assert _trainings(markers) == Counter(dict.fromkeys(trained, 1))
 
 
+@pytest.mark.slow
 def test_kill_9_during_training_with_worker_processes_then_resume(tmp_path, reference):
     markers = tmp_path / "markers"
     exp = tmp_path / "exp"
@@ -132,6 +134,7 @@ def _robust(**search) -> dict:
     return cfg
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["after-journal:1:2@2", "after-final@4", "before-tell:2"])
 def test_kill_9_with_two_seeds_per_candidate_then_resume_loses_and_repeats_nothing(tmp_path, fault):
     def config(markers):

@@ -21,6 +21,7 @@ def _run(*args, cwd):
     )
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_prints_a_json_line_and_writes_the_output(tmp_path):
     out = tmp_path / "sub" / "result.json"
     proc = _run(
@@ -51,6 +52,7 @@ def test_cli_end_to_end_prints_a_json_line_and_writes_the_output(tmp_path):
     assert "\r" not in proc.stderr  # no progress bar when stderr is not a terminal
 
 
+@pytest.mark.slow
 def test_cli_config_error_exits_2_with_one_line(tmp_path):
     proc = _run("--set", "epoch=3", cwd=tmp_path)
     assert proc.returncode == 2
