@@ -15,7 +15,7 @@ fitness rewards large scales until trainings collapse. Two ways to take it out
 * ``"norm"`` (the default): CMA-ES moves over all d canonical coordinates and each point is
   rescaled so that its push curve p (1 - p) D(p), p in [0, 1], has cross-entropy's
   root-mean-square (1 - p for CE) on a fixed grid. The radial direction of the CMA-ES space is
-  then inert. Measured on digits (benchmarks/robust_search/compare_spaces.py: order 3, 2 seeds
+  then inert. Measured on digits (benchmarks/search/robust_search/compare_spaces.py: order 3, 2 seeds
   per candidate, 8 x 15 generations): sigma stayed within 1.27-1.58, against 1.1 -> 3.3 with
   ``push`` and 1.2 -> 25 in the canonical space with a fixed learning rate.
 * ``"push"`` (a linear constraint): with g = df/dy and D(p) = g(1, p) - g(0, p), the

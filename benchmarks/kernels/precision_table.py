@@ -1,7 +1,7 @@
 """Gradient precision against logits that share a large offset (issue 14): one markdown table.
 
-    python benchmarks/precision_table.py                 # CPU
-    python benchmarks/precision_table.py --device cuda
+    python benchmarks/kernels/precision_table.py                 # CPU
+    python benchmarks/kernels/precision_table.py --device cuda
 
 Logits z = offset + 3 * randn, rounded to the dtype; the oracle is the float64 reference
 (``taylor_loss_reference``) on those same rounded logits with float64 parameters, and likewise

@@ -1,7 +1,7 @@
 """Canonical vs original search space, and the search host's overhead per evaluation.
 
-    python benchmarks/bench_search_space.py                      # synthetic evaluator, seconds
-    python benchmarks/bench_search_space.py --trainer --seeds 3  # real digits trainings, minutes
+    python benchmarks/search/bench_search_space.py                      # synthetic evaluator, seconds
+    python benchmarks/search/bench_search_space.py --trainer --seeds 3  # real digits trainings, minutes
 
 For each space and seed, runs a search with the same task, population, generation limit and seed,
 and reports the evaluations needed to first reach ``--target`` validation accuracy (or "-" when the

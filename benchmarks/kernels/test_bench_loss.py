@@ -1,9 +1,9 @@
 """pytest-benchmark cases: forward+backward of TaylorLoss, F.cross_entropy, the eager reference and
 torch.compile of the reference, by shape, dtype, target kind and order (see ``common.py``).
 
-    pytest benchmarks/test_bench_loss.py --benchmark-only                      # CPU, shapes <= 16M elements
-    pytest benchmarks/test_bench_loss.py --benchmark-only -k cuda              # CUDA (skipped without a GPU)
-    pytest benchmarks/test_bench_loss.py --benchmark-only --bench-large --benchmark-json out.json
+    pytest benchmarks/kernels/test_bench_loss.py --benchmark-only                      # CPU, shapes <= 16M elements
+    pytest benchmarks/kernels/test_bench_loss.py --benchmark-only -k cuda              # CUDA (skipped without a GPU)
+    pytest benchmarks/kernels/test_bench_loss.py --benchmark-only --bench-large --benchmark-json out.json
 
 Each benchmark group is one case, so pytest-benchmark's table puts the four contenders side by
 side. For ratios to F.cross_entropy measured in interleaved rounds, and peak memory, use

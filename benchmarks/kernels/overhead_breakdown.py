@@ -1,6 +1,6 @@
 """Where the time of one small TaylorLoss forward+backward goes (CPU), piece by piece.
 
-    python benchmarks/overhead_breakdown.py [--shape 256x10] [--threads 1] [--profile]
+    python benchmarks/kernels/overhead_breakdown.py [--shape 256x10] [--threads 1] [--profile]
 
 At small shapes the kernels are a few microseconds and the call is bound by what surrounds them.
 This times, interleaved (fastest call, and the median), each layer that ``taylorglo.taylor_loss``

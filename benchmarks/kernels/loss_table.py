@@ -1,8 +1,8 @@
 """One markdown table: forward+backward time and peak extra memory of TaylorLoss against
 F.cross_entropy, the eager pure-PyTorch reference and torch.compile of that reference.
 
-    python benchmarks/loss_table.py --device cpu --threads 2 --out benchmarks/results-cpu.md
-    python benchmarks/loss_table.py --device cuda --quick --out results-cuda.md --json results-cuda.json
+    python benchmarks/kernels/loss_table.py --device cpu --threads 2 --out benchmarks/kernels/results-cpu.md
+    python benchmarks/kernels/loss_table.py --device cuda --quick --out results-cuda.md --json results-cuda.json
 
 Machines here are shared and noisy, so absolute times are not comparable across runs; ratios to
 ``F.cross_entropy`` measured in the same run are. All contenders of one (shape, dtype, target) group,
@@ -419,7 +419,7 @@ def build_info() -> str:
 
     import taylorglo
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     parts = []
     try:
         commit = subprocess.run(

@@ -1,6 +1,6 @@
 """Per-step overhead of taylorglo.train's loop over a bare forward + backward + optimizer step.
 
-    python benchmarks/bench_train_overhead.py [--dataset digits] [--threads 1] [--repeats 3]
+    python benchmarks/search/bench_train_overhead.py [--dataset digits] [--threads 1] [--repeats 3]
 
 Runs ``train()`` (validation only at the end) and a bare loop on the same model, batch size and
 optimizer with pre-built random batches, and reports milliseconds per step for both. The difference

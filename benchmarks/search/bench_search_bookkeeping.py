@@ -1,7 +1,7 @@
 """The search host's time per generation over a long run: does the bookkeeping stay flat?
 
-    python benchmarks/bench_search_bookkeeping.py                     # 1,000 generations of 16
-    python benchmarks/bench_search_bookkeeping.py --generations 200   # a quicker look
+    python benchmarks/search/bench_search_bookkeeping.py                     # 1,000 generations of 16
+    python benchmarks/search/bench_search_bookkeeping.py --generations 200   # a quicker look
 
 Runs a search with the synthetic evaluator (``taylorglo.search.synthetic``, a cheap function of the
 loss's shape) in the search process (backend ``inline``), no final selection, and times each

@@ -4,8 +4,8 @@
 # most: every step has a time limit taken from one overall deadline, and every step's output is
 # saved under $OUT as it goes, so a step that runs out of time still leaves what it printed.
 #
-#   bash benchmarks/gpu_check.sh                # from the repository root
-#   OUT=/tmp/out DEADLINE=420 bash benchmarks/gpu_check.sh
+#   bash benchmarks/kernels/gpu_check.sh                # from the repository root
+#   OUT=/tmp/out DEADLINE=420 bash benchmarks/kernels/gpu_check.sh
 #
 # Environment:
 #   OUT        where logs and results go (default: ./gpu-check-out)
@@ -20,7 +20,7 @@
 # and .json (all contenders, as far as the time allows).
 
 set -u -o pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 START=$(date +%s)
 DEADLINE=${DEADLINE:-450}
 OUT=${OUT:-$PWD/gpu-check-out}
@@ -82,13 +82,13 @@ timeout "$(limit 120 150)" $PYTHON -m pytest tests/test_ops.py tests/test_loss.p
     tests/test_loss_errors.py -k "not cuda" -q -rs -p no:cacheprovider -x 2>&1 | tee "$OUT/tests.log" || STATUS=1
 
 step "benchmark: TaylorLoss vs F.cross_entropy on CUDA (quick)"
-timeout "$(limit 60 80)" $PYTHON benchmarks/loss_table.py --device cuda --quick \
+timeout "$(limit 60 80)" $PYTHON benchmarks/kernels/loss_table.py --device cuda --quick \
     --contenders cross_entropy taylorloss --out "$OUT/results-cuda-core.md" --json "$OUT/results-cuda-core.json" \
     || STATUS=1
 
 step "benchmark: all contenders on CUDA (quick; stops starting groups when time runs short)"
 T=$(limit 240 10)
-timeout "$T" $PYTHON benchmarks/loss_table.py --device cuda --quick --budget $((T - 60)) \
+timeout "$T" $PYTHON benchmarks/kernels/loss_table.py --device cuda --quick --budget $((T - 60)) \
     --out "$OUT/results-cuda.md" --json "$OUT/results-cuda.json" || STATUS=1
 
 step "done: status $STATUS"

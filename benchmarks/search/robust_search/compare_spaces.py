@@ -1,6 +1,6 @@
 """Which normalization keeps sigma bounded: the same short search on digits in three spaces.
 
-    python benchmarks/robust_search/compare_spaces.py --out runs/compare-spaces
+    python benchmarks/search/robust_search/compare_spaces.py --out runs/compare-spaces
 
 Arms (each: order 3, 2 seeds per candidate, population 8, 15 generations, CMA-ES seed 0):
 ``canonical`` with the task's fixed learning rate (the first evidence protocol's setting),
