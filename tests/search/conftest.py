@@ -73,3 +73,22 @@ def run_cli(directory: Path, config: dict | None, fault: str | None = None, time
 @pytest.fixture
 def python() -> str:
     return sys.executable
+
+
+def robust_config(**search) -> dict:
+    """A synthetic search in the normalized space with a searched lr and 2 seeds per candidate."""
+    cfg = synthetic_config(
+        search={
+            "space": "normalized",
+            "learning_rate": "searched",
+            "lr_bounds": [0.02, 0.5],
+            "seeds_per_candidate": 2,
+            "population_size": 6,
+            "generations": 4,
+            "seed": 5,
+            **search,
+        },
+        task={"dataset": "digits", "lr": 0.1},
+        execution={"evaluator_options": {"noise": 0.02}},
+    )
+    return cfg

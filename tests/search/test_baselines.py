@@ -11,33 +11,14 @@ from taylorglo.search.baselines import run_baselines
 from taylorglo.search.journal import ExperimentDir
 from taylorglo.search.runner import run_search
 
-from .conftest import subprocess_env, synthetic_config
-
-
-# --- seeds per candidate, searched lr, resume -------------------------------------------------
-def _robust(**search) -> dict:
-    cfg = synthetic_config(
-        search={
-            "space": "normalized",
-            "learning_rate": "searched",
-            "lr_bounds": [0.02, 0.5],
-            "seeds_per_candidate": 2,
-            "population_size": 6,
-            "generations": 4,
-            "seed": 5,
-            **search,
-        },
-        task={"dataset": "digits", "lr": 0.1},
-        execution={"evaluator_options": {"noise": 0.02}},
-    )
-    return cfg
+from .conftest import robust_config, subprocess_env
 
 
 # --- baselines ------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_baselines_tune_every_arm_on_one_grid_and_the_selection_seeds_and_resume(tmp_path):
     exp_dir = tmp_path / "e"
-    cfg = _robust(generations=2, final_top_k=1, final_seeds=3, baseline_lrs=[0.05, 0.1, 0.2])
+    cfg = robust_config(generations=2, final_top_k=1, final_seeds=3, baseline_lrs=[0.05, 0.1, 0.2])
     cfg["search"]["baseline_label_smoothing"] = [0.1]
     cfg["execution"]["evaluator_options"]["marker_dir"] = str(tmp_path / "markers")
     run_search(exp_dir, cfg, log=None)

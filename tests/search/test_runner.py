@@ -14,7 +14,7 @@ from taylorglo.search.journal import ExperimentDir
 from taylorglo.search.runner import aggregate_candidates, generation_seed, generation_seeds, run_search
 from taylorglo.search.strategy import CMAStrategy
 
-from .conftest import journal_without_timing, synthetic_config
+from .conftest import journal_without_timing, robust_config, synthetic_config
 
 
 def test_search_improves_fitness_and_stops_at_the_generation_limit(tmp_path):
@@ -144,27 +144,8 @@ def test_a_different_experiment_in_the_same_directory_is_refused(tmp_path):
     assert res.generations == 2
 
 
-# --- seeds per candidate, searched lr, resume -------------------------------------------------
-def _robust(**search) -> dict:
-    cfg = synthetic_config(
-        search={
-            "space": "normalized",
-            "learning_rate": "searched",
-            "lr_bounds": [0.02, 0.5],
-            "seeds_per_candidate": 2,
-            "population_size": 6,
-            "generations": 4,
-            "seed": 5,
-            **search,
-        },
-        task={"dataset": "digits", "lr": 0.1},
-        execution={"evaluator_options": {"noise": 0.02}},
-    )
-    return cfg
-
-
 def test_every_candidate_trains_on_the_generations_shared_seeds_with_its_own_learning_rate(tmp_path):
-    result = run_search(tmp_path / "e", _robust(), log=None)
+    result = run_search(tmp_path / "e", robust_config(), log=None)
     assert result.complete and result.evaluations == 4 * 6 * 2
     recs = journal_without_timing(tmp_path / "e")
     for g in range(4):
@@ -185,14 +166,14 @@ def test_every_candidate_trains_on_the_generations_shared_seeds_with_its_own_lea
 
 
 def test_worst_fitness_aggregates_by_the_worst_seed(tmp_path):
-    run_search(tmp_path / "e", _robust(fitness="worst", generations=1), log=None)
+    run_search(tmp_path / "e", robust_config(fitness="worst", generations=1), log=None)
     for c in aggregate_candidates(ExperimentDir(tmp_path / "e").evaluations(), "worst"):
         assert c["fitness"] == max(c["fitnesses"])
 
 
 # --- final selection ------------------------------------------------------------------------
 def test_final_selection_trains_the_top_candidates_and_the_mean_on_fresh_seeds(tmp_path):
-    result = run_search(tmp_path / "e", _robust(final_top_k=3, final_seeds=4), log=None)
+    result = run_search(tmp_path / "e", robust_config(final_top_k=3, final_seeds=4), log=None)
     exp = ExperimentDir(tmp_path / "e")
     sel = exp.read_selection()
     assert [c["id"] for c in sel["contenders"]][-1] == "mean" and len(sel["contenders"]) == 4

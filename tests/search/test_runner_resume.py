@@ -15,7 +15,14 @@ import pytest
 from taylorglo.search.journal import ExperimentDir
 from taylorglo.search.runner import run_search
 
-from .conftest import journal_without_timing, run_cli, strategy_fingerprint, subprocess_env, synthetic_config
+from .conftest import (
+    journal_without_timing,
+    robust_config,
+    run_cli,
+    strategy_fingerprint,
+    subprocess_env,
+    synthetic_config,
+)
 
 POP, GENS = 6, 4
 
@@ -115,30 +122,11 @@ def _trainings_per_replica(marker_dir: Path) -> Counter:
     return count
 
 
-# --- seeds per candidate, searched lr, resume -------------------------------------------------
-def _robust(**search) -> dict:
-    cfg = synthetic_config(
-        search={
-            "space": "normalized",
-            "learning_rate": "searched",
-            "lr_bounds": [0.02, 0.5],
-            "seeds_per_candidate": 2,
-            "population_size": 6,
-            "generations": 4,
-            "seed": 5,
-            **search,
-        },
-        task={"dataset": "digits", "lr": 0.1},
-        execution={"evaluator_options": {"noise": 0.02}},
-    )
-    return cfg
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("fault", ["after-journal:1:2@2", "after-final@4", "before-tell:2"])
 def test_kill_9_with_two_seeds_per_candidate_then_resume_loses_and_repeats_nothing(tmp_path, fault):
     def config(markers):
-        cfg = _robust(generations=3, final_top_k=2, final_seeds=3)
+        cfg = robust_config(generations=3, final_top_k=2, final_seeds=3)
         cfg["execution"]["evaluator_options"]["marker_dir"] = str(markers)
         return cfg
 
