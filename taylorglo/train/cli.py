@@ -58,13 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="TrainConfig fields as an inline JSON object",
     )
     p.add_argument(
-        "--dataset", help="digits, mnist-5k, mnist, fashion-mnist, kmnist, cifar10, cifar100, svhn"
+        "--dataset",
+        help="digits, mnist-5k, mnist1d, mnist, fashion-mnist, kmnist, cifar10, cifar100, svhn "
+        "(digits, mnist-5k and mnist1d need no download)",
     )
     p.add_argument("--model", help="a timm model name, e.g. taylorglo_smallcnn, taylorglo_resnet20")
     p.add_argument(
         "--loss",
         default="cross-entropy",
-        help="cross-entropy | preset:NAME | params:v1,v2,... (default: %(default)s)",
+        help="cross-entropy | preset:NAME | params:v1,v2,... | gce[:q=Q] | sce[:alpha=A,beta=B] | mae, "
+        "the first three optionally ;label_smoothing=S (default: %(default)s)",
     )
     p.add_argument(
         "--label-noise",
