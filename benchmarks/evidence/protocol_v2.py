@@ -249,9 +249,8 @@ class _NoTraining:
         pass
 
 
-def final_arms(raw: dict, out: Path) -> dict[str, dict]:
-    """The arms of the final table at their tuned learning rates; ``best_baseline`` names the baseline."""
-    table = tuned_table(raw, out)
+def final_arms(raw: dict, table: dict[str, dict]) -> dict[str, dict]:
+    """The arms of the final table at their tuned learning rates (``table``: :func:`tuned_table`)."""
     arms: dict[str, dict] = {}
     for variant in raw["variants"]:
         name = f"found-{variant['name']}"
@@ -261,25 +260,28 @@ def final_arms(raw: dict, out: Path) -> dict[str, dict]:
     return arms
 
 
+def _score(table: dict[str, dict], arm: str) -> float:
+    """An arm's best mean validation accuracy in the tuning table (-1 when it has none)."""
+    best = table[arm]["best"]
+    return -1.0 if best is None else best["mean_val_accuracy"]
+
+
 def family_choice(raw: dict, table: dict[str, dict]) -> dict[str, str]:
     """Each baseline family's best tuning arm by mean validation accuracy (the first on a tie)."""
-
-    def score(arm: str) -> float:
-        best = table[arm]["best"]
-        return -1.0 if best is None else best["mean_val_accuracy"]
-
-    return {family: max(members, key=score) for family, members in baseline_families(raw).items()}
+    return {
+        family: max(members, key=lambda arm: _score(table, arm))
+        for family, members in baseline_families(raw).items()
+    }
 
 
-def best_baseline(raw: dict, out: Path) -> str:
+def best_baseline(raw: dict, table: dict[str, dict]) -> str:
     """The baseline family whose best member has the best validation accuracy (the first on a tie)."""
-    table = tuned_table(raw, out)
     choice = family_choice(raw, table)
-    return max(choice, key=lambda f: table[choice[f]]["best"]["mean_val_accuracy"])
+    return max(choice, key=lambda family: _score(table, choice[family]))
 
 
 def stage_final(raw: dict, out: Path, backend) -> dict:
-    arms = final_arms(raw, out)
+    arms = final_arms(raw, tuned_table(raw, out))
     directory = _container(raw, out / "final")
     return evaluate_losses(
         directory, arms, seeds_of(raw)["final"], evaluate_test=True, backend=backend, log=log
@@ -297,12 +299,12 @@ def _stats(values: Sequence[float]) -> dict:
 
 def analyze(raw: dict, out: Path) -> dict:
     seeds = seeds_of(raw)
-    arms = final_arms(raw, out)
+    table = tuned_table(raw, out)
+    arms = final_arms(raw, table)
     final = evaluate_losses(
         out / "final", arms, seeds["final"], evaluate_test=True, backend=_NoTraining(), log=None
     )
-    baseline = best_baseline(raw, out)
-    table = tuned_table(raw, out)
+    baseline = best_baseline(raw, table)
     res: dict = {
         "dataset": raw["task"].get("dataset"),
         "label_noise": raw["task"].get("label_noise"),

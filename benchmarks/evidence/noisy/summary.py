@@ -34,6 +34,11 @@ def kind_of(res: dict) -> tuple[str, float, str]:
     return noise["kind"], float(noise["rate"]), validation
 
 
+def arm_names(settings: Sequence[dict]) -> list[str]:
+    """Every arm of the settings, in order of first appearance."""
+    return list(dict.fromkeys(arm for res in settings for arm in res["arms"]))
+
+
 def _pm(stats: dict) -> str:
     if stats.get("mean") is None:
         return "-"
@@ -50,9 +55,7 @@ def markdown(settings: Sequence[dict], missing: Sequence[str]) -> str:
         "rate by (noisy, unless stated) validation. Best baseline: the family with the best validation accuracy.",
         "",
     ]
-    arms = []
-    for res in settings:
-        arms += [a for a in res["arms"] if a not in arms]
+    arms = arm_names(settings)
     lines.append("| setting | " + " | ".join(arms) + " |")
     lines.append("|---" * (len(arms) + 1) + "|")
     for res in settings:
@@ -102,9 +105,7 @@ def plot(settings: Sequence[dict], path: Path) -> bool:
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
     for ax, ((kind, validation), group) in zip(axes[0], sorted(panels.items())):
         group = sorted(group, key=lambda r: kind_of(r)[1])
-        arms = []
-        for res in group:
-            arms += [a for a in res["arms"] if a not in arms]
+        arms = arm_names(group)
         for i, arm in enumerate(arms):
             pts = [
                 (kind_of(r)[1], r["arms"][arm]["test"])
