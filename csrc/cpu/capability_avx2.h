@@ -14,19 +14,7 @@
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
-// GCC's target pragma does not define the ISA macros that sleef.h and ATen test for.
-#ifndef __AVX__
-#define __AVX__ 1
-#endif
-#ifndef __AVX2__
-#define __AVX2__ 1
-#endif
-#ifndef __FMA__
-#define __FMA__ 1
-#endif
-#ifndef __F16C__
-#define __F16C__ 1
-#endif
+#include "isa_macros_avx2.h"  // GCC's target pragma does not define the ISA macros
 #undef CPU_CAPABILITY
 #define CPU_CAPABILITY AVX2
 #define CPU_CAPABILITY_AVX2

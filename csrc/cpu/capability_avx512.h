@@ -14,19 +14,7 @@
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
-// GCC's target pragma does not define the ISA macros that sleef.h and ATen test for.
-#ifndef __AVX__
-#define __AVX__ 1
-#endif
-#ifndef __AVX2__
-#define __AVX2__ 1
-#endif
-#ifndef __FMA__
-#define __FMA__ 1
-#endif
-#ifndef __F16C__
-#define __F16C__ 1
-#endif
+#include "isa_macros_avx2.h"  // GCC's target pragma does not define the ISA macros
 #ifndef __AVX512F__
 #define __AVX512F__ 1
 #endif
