@@ -84,7 +84,9 @@ class TrainConfig:
             accuracy is under ``min_accuracy`` at the end of any evaluated epoch from
             ``min_accuracy_epoch`` on (the original: 0.15 after epoch 10); a run that ends under
             it at chance level (<= 1.5 / num_classes) gets ``below_threshold`` whatever its
-            length (see :func:`taylorglo.train.train`). ``None`` disables both.
+            length (see :func:`taylorglo.train.train`). ``None`` disables both. It is a clean
+            accuracy: on noisy validation labels the trainer compares with what a model of that
+            clean accuracy scores there (:func:`taylorglo.train.noise.noisy_accuracy_floor`).
         eval_every: evaluate the validation split every this many epochs (and always at the end).
         label_smoothing: label smoothing of the cross-entropy baseline (a loss spec may set its own).
     """

@@ -39,7 +39,7 @@ from taylorglo.train.config import TrainConfig
 from taylorglo.train.data import DatasetInfo, LoadedDataset, dataset_info, load_dataset, make_splits
 from taylorglo.train.losses import LossSpec, build_loss
 from taylorglo.train.models import create_model
-from taylorglo.train.noise import LabelNoise, noisy_splits
+from taylorglo.train.noise import LabelNoise, noisy_accuracy_floor, noisy_splits
 
 __all__ = ["STATUSES", "TrainResult", "resolve_device", "train"]
 
@@ -267,6 +267,10 @@ def train(
       collapsed (e.g. a loss scaled by 1e6). A run of 0 steps measures the untrained model and
       keeps ``ok``.
 
+    On noisy validation labels (``label_noise`` without ``clean_validation``) the floor is the
+    accuracy there of a model whose clean accuracy is ``min_accuracy``: 0.15 becomes about 0.117 at
+    60% symmetric noise over 10 classes, where the plain 0.15 stopped every training.
+
     Raises:
         ValueError: an invalid config, loss spec, dataset or model name.
         DatasetUnavailableError: the dataset is neither on disk nor downloadable.
@@ -343,6 +347,17 @@ def train(
     return result
 
 
+def _accuracy_floor(cfg: TrainConfig, info: DatasetInfo, noise: Optional[dict]) -> Optional[float]:
+    """The validation accuracy under which a run stops: ``min_accuracy`` is a clean accuracy, so
+    on noisy validation labels it becomes what such a model scores there (see
+    :func:`~taylorglo.train.noise.noisy_accuracy_floor`, with the realized validation noise rate)."""
+    if cfg.min_accuracy is None:
+        return None
+    if noise is None or noise["clean_validation"] or not noise["val_flipped"]:
+        return cfg.min_accuracy
+    return noisy_accuracy_floor(cfg.min_accuracy, noise["val_realized_rate"], info.num_classes)
+
+
 class _Run:
     """The state of one training; :meth:`fit` fills ``result`` as it goes."""
 
@@ -365,6 +380,7 @@ class _Run:
 
         self.cfg, self.info, self.data, self.device, self.result = cfg, info, data, device, result
         self.steps_per_epoch, self.total_steps = steps_per_epoch, total_steps
+        self.floor = _accuracy_floor(cfg, info, result.label_noise)
         cuda = device.type == "cuda"
         self.amp = cfg.amp if cfg.amp is not None else cuda
         self.channels_last = cfg.channels_last if cfg.channels_last is not None else cuda
@@ -449,14 +465,14 @@ class _Run:
     def _check_collapse(self) -> None:
         """``below_threshold`` for a run that ended under the floor at chance level (see ``train``)."""
         cfg, res = self.cfg, self.result
-        if cfg.min_accuracy is None or self.step == 0 or res.val_accuracy is None:
+        if self.floor is None or self.step == 0 or res.val_accuracy is None:
             return
         chance = 1.5 / self.info.num_classes
-        if res.val_accuracy < cfg.min_accuracy and res.val_accuracy <= chance:
+        if res.val_accuracy < self.floor and res.val_accuracy <= chance:
             res.status = "below_threshold"
             res.error = (
                 f"validation accuracy {res.val_accuracy:.4f} at the end of training is at chance level "
-                f"(<= 1.5 / {self.info.num_classes} classes) and < min_accuracy {cfg.min_accuracy}: "
+                f"(<= 1.5 / {self.info.num_classes} classes) and < {self._floor_words()}: "
                 f"a collapse, whatever the length (min_accuracy_epoch {cfg.min_accuracy_epoch} only "
                 "delays the early stop)"
             )
@@ -500,17 +516,20 @@ class _Run:
             if epoch % cfg.eval_every == 0 or last:
                 self._evaluate_val(epoch)
                 bar.set_postfix(loss=f"{res.train_loss:.4g}", val_acc=f"{res.val_accuracy:.4f}")
-                if (
-                    cfg.min_accuracy is not None
-                    and epoch >= cfg.min_accuracy_epoch
-                    and res.val_accuracy < cfg.min_accuracy
-                ):
+                if self.floor is not None and epoch >= cfg.min_accuracy_epoch and res.val_accuracy < self.floor:
                     res.status = "below_threshold"
                     res.error = (
-                        f"validation accuracy {res.val_accuracy:.4f} < min_accuracy {cfg.min_accuracy} "
+                        f"validation accuracy {res.val_accuracy:.4f} < {self._floor_words()} "
                         f"after epoch {epoch} (min_accuracy_epoch {cfg.min_accuracy_epoch})"
                     )
                     return
+
+    def _floor_words(self) -> str:
+        """The floor for an error message: ``min_accuracy X``, and what it is on noisy labels."""
+        words = f"min_accuracy {self.cfg.min_accuracy}"
+        if self.floor != self.cfg.min_accuracy:
+            words += f" (clean; {self.floor:.4f} on this noisy validation split)"
+        return words
 
     def _weights_finite(self) -> bool:
         with torch.no_grad():

@@ -6,9 +6,10 @@ import math
 import pytest
 import torch
 
-from taylorglo.train import TrainConfig, TrainResult, train
+from taylorglo.polynomial import TaylorPolynomial
+from taylorglo.train import LossSpec, TrainConfig, TrainResult, train
 from taylorglo.train.cli import build_parser, config_from_args
-from taylorglo.train.noise import LabelNoise, flip_labels, noisy_splits
+from taylorglo.train.noise import LabelNoise, flip_labels, noisy_accuracy_floor, noisy_splits
 
 C = 10
 
@@ -186,3 +187,43 @@ def test_the_model_learns_the_noisy_labels_while_the_test_split_stays_clean():
     assert clean_val.label_noise["val_realized_rate"] == 0.0
     assert clean_val.val_accuracy < 0.2
     assert math.isclose(clean_val.test_accuracy, shifted.test_accuracy)  # same training, same model
+
+
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["symmetric", "pairflip"])
+@pytest.mark.parametrize(("accuracy", "rate"), [(0.15, 0.6), (0.9, 0.4), (0.5, 0.2), (0.3, 0.0)])
+def test_the_noisy_floor_is_what_a_model_of_that_clean_accuracy_scores_on_noisy_labels(kind, accuracy, rate):
+    n = 200_000
+    g = torch.Generator().manual_seed(3)
+    clean = torch.randint(0, C, (n,), generator=g)
+    right = torch.rand(n, generator=g) < accuracy
+    wrong = (clean + torch.randint(1, C, (n,), generator=g)) % C  # mistakes spread evenly
+    predictions = torch.where(right, clean, wrong)
+    noisy = flip_labels(clean, C, kind, rate, seed=4)
+    measured = float((predictions == noisy).double().mean())
+    assert math.isclose(measured, noisy_accuracy_floor(accuracy, rate, C), abs_tol=0.004)
+    assert noisy_accuracy_floor(accuracy, 0.0, C) == accuracy
+
+
+def test_min_accuracy_is_a_clean_accuracy_on_noisy_validation_labels():
+    ce3 = TaylorPolynomial.cross_entropy(3).vector
+    anti = LossSpec.taylor([-v for v in ce3[:6]] + list(ce3[6:]))
+    cfg = TrainConfig(
+        dataset="digits",
+        epochs=3,
+        min_accuracy=0.15,
+        min_accuracy_epoch=2,
+        label_noise={"kind": "symmetric", "rate": 0.6, "seed": 0},
+    )
+    noisy = train(cfg, anti)
+    assert noisy.label_noise["val_realized_rate"] == 0.6
+    floor = noisy_accuracy_floor(0.15, 0.6, C)  # 0.1167
+    assert noisy.status == "below_threshold" and noisy.epochs == 2.0 and noisy.val_accuracy < floor
+    assert f"min_accuracy 0.15 (clean; {floor:.4f} on this noisy validation split)" in noisy.error
+    clean = train(cfg.replace(clean_validation=True), anti)
+    assert clean.status == "below_threshold" and clean.val_accuracy < 0.15
+    assert "min_accuracy 0.15 after epoch 2" in clean.error and "noisy" not in clean.error
+    # cross-entropy learns: under a clean floor of 0.3, over its noisy floor of 0.1667, it goes on
+    learning = train(cfg.replace(min_accuracy=0.3))
+    assert learning.status == "ok" and learning.epochs == 3.0
+    assert noisy_accuracy_floor(0.3, 0.6, C) < learning.val_accuracy < 0.3
