@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import importlib.util
 import os
 import threading
 import time
@@ -388,12 +389,9 @@ class RayBackend(Backend):
         trial_timeout: float = 0.0,
         wait_timeout: float = 0.5,
     ):
-        try:
-            import ray
-        except ImportError:
-            raise RuntimeError(
-                "execution.backend = 'ray' needs Ray: pip install 'taylorglo[ray]' (or pip install 'ray[default]')"
-            ) from None
+        require_backend("ray")
+        import ray
+
         self._ray = ray
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
@@ -498,6 +496,18 @@ def _gpu_count() -> int:
         return torch.cuda.device_count()
     except Exception:
         return 0
+
+
+def require_backend(kind: str) -> None:
+    """Raise a RuntimeError naming the install command when backend ``kind`` cannot start here.
+
+    The search calls this before it samples anything, so a missing Ray is reported at once rather
+    than after the first generation has been written.
+    """
+    if kind == "ray" and importlib.util.find_spec("ray") is None:
+        raise RuntimeError(
+            "execution.backend = 'ray' needs Ray: pip install 'taylorglo[ray]' (or pip install 'ray[default]')"
+        )
 
 
 def make_backend(execution, retries: int = 1) -> Backend:

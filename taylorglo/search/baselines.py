@@ -110,9 +110,6 @@ def tune_arms(
     s = cfg.search
     grid = [float(v) for v in grid]
     seeds = [int(v) for v in seeds]
-    have = {
-        (r["arm"], r["lr"], r["seed"]) for r in exp.baseline_records() if r.get("spec") == arms.get(r["arm"])
-    }
 
     def finish(key, result: dict, attempts: int) -> None:
         arm, lr, r = key
@@ -138,42 +135,59 @@ def tune_arms(
                 + (f" val {acc:.4f}" if isinstance(acc, (int, float)) else "")
             )
 
-    jobs = []
-    for arm, spec in arms.items():
-        for lr in grid:
-            for r, seed in enumerate(seeds):
-                if (arm, lr, seed) in have:
-                    continue
-                jobs.append(
-                    (
-                        (arm, lr, r),
-                        lambda attempt, spec=spec, lr=lr, r=r, seed=seed: make_job(
-                            cfg,
-                            generation=-2,
-                            index=0,
-                            replica=r,
-                            attempt=attempt,
-                            seed=seed,
-                            vector=spec.get("vector"),
-                            loss=spec.get("loss"),
-                            lr=lr,
-                        ),
+    def missing_jobs() -> list:
+        have = {
+            (r["arm"], r["lr"], r["seed"])
+            for r in exp.baseline_records()
+            if r.get("spec") == arms.get(r["arm"])
+        }
+        jobs = []
+        for arm, spec in arms.items():
+            for lr in grid:
+                for r, seed in enumerate(seeds):
+                    if (arm, lr, seed) in have:
+                        continue
+                    jobs.append(
+                        (
+                            (arm, lr, r),
+                            lambda attempt, spec=spec, lr=lr, r=r, seed=seed: make_job(
+                                cfg,
+                                generation=-2,
+                                index=0,
+                                replica=r,
+                                attempt=attempt,
+                                seed=seed,
+                                vector=spec.get("vector"),
+                                loss=spec.get("loss"),
+                                lr=lr,
+                            ),
+                        )
                     )
-                )
-    if jobs:
-        if log is not None:
-            log(
-                f"tuning: {len(arms)} arms x {len(grid)} learning rates x {len(seeds)} seeds "
-                f"({len(jobs)} trainings to run)"
-            )
-        own = backend is None
-        if own:
-            backend = make_backend(cfg.execution, retries=s.retries)
+        return jobs
+
+    if missing_jobs():
+        # Training writes the journal: one process at a time (a second one would train the same
+        # cells again). The lock is the search's, so a search and a tuning of one directory do not
+        # overlap either; reading a complete table needs no lock.
+        exp.acquire_lock()
         try:
-            run_jobs(backend, jobs, retries=s.retries, finish=finish)
+            jobs = missing_jobs()  # what is still missing once the lock is ours
+            if jobs:
+                if log is not None:
+                    log(
+                        f"tuning: {len(arms)} arms x {len(grid)} learning rates x {len(seeds)} seeds "
+                        f"({len(jobs)} trainings to run)"
+                    )
+                own = backend is None
+                if own:
+                    backend = make_backend(cfg.execution, retries=s.retries)
+                try:
+                    run_jobs(backend, jobs, retries=s.retries, finish=finish)
+                finally:
+                    if own:
+                        backend.shutdown()
         finally:
-            if own:
-                backend.shutdown()
+            exp.release_lock()
     by_key = {}
     for rec in exp.baseline_records():
         if rec.get("spec") == arms.get(rec["arm"]):

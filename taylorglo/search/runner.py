@@ -45,7 +45,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 
-from taylorglo.search.backends import Backend, make_backend
+from taylorglo.search.backends import Backend, make_backend, require_backend
 from taylorglo.search.config import ConfigError, ExperimentConfig
 from taylorglo.search.journal import MEASURED, EvaluationRecord, ExperimentDir, Job, fault_point, fitness_of
 from taylorglo.search.space import LR_BOUND_PENALTY, candidate_invariant, push_scale
@@ -270,6 +270,8 @@ def run_search(
 
     failed = True
     try:
+        if backend is None:
+            require_backend(cfg.execution.backend)  # before anything is sampled or written
         for path_ in (exp.journal_path, exp.final_path):
             for entry in exp.repair(path_):
                 note(

@@ -516,7 +516,11 @@ class _Run:
             if epoch % cfg.eval_every == 0 or last:
                 self._evaluate_val(epoch)
                 bar.set_postfix(loss=f"{res.train_loss:.4g}", val_acc=f"{res.val_accuracy:.4f}")
-                if self.floor is not None and epoch >= cfg.min_accuracy_epoch and res.val_accuracy < self.floor:
+                if (
+                    self.floor is not None
+                    and epoch >= cfg.min_accuracy_epoch
+                    and res.val_accuracy < self.floor
+                ):
                     res.status = "below_threshold"
                     res.error = (
                         f"validation accuracy {res.val_accuracy:.4f} < {self._floor_words()} "

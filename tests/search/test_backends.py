@@ -72,3 +72,22 @@ def test_search_on_local_workers_retries_crashes_and_penalizes_repeated_deaths(t
             assert r["fitness"] == 1.0
         else:
             assert r["status"] == "ok" and r["attempts"] == 1
+
+
+def test_a_ray_search_without_ray_fails_before_sampling_and_leaves_nothing(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a)
+    )
+    with pytest.raises(
+        RuntimeError, match=r"execution.backend = 'ray' needs Ray: pip install 'taylorglo\[ray\]'"
+    ):
+        run_search(tmp_path / "e", synthetic_config(execution={"backend": "ray"}), log=None)
+    assert not (tmp_path / "e").exists()  # no config, no generation 0 to resume from
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "notes.txt").write_text("mine")
+    with pytest.raises(RuntimeError, match="needs Ray"):
+        run_search(tmp_path / "kept", synthetic_config(execution={"backend": "ray"}), log=None)
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["notes.txt"]

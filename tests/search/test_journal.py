@@ -13,6 +13,7 @@ import pytest
 
 from taylorglo.search.__main__ import main
 from taylorglo.search.analysis import experiment_status
+from taylorglo.search.baselines import run_baselines
 from taylorglo.search.config import ExperimentConfig
 from taylorglo.search.journal import (
     MEASURED,
@@ -296,7 +297,6 @@ def test_final_selection_records_are_checked_quarantined_and_trained_again(tmp_p
 
 
 def test_baseline_records_are_checked_and_a_lost_one_is_trained_again(tmp_path, capsys):
-    from taylorglo.search.baselines import run_baselines
 
     cfg = synthetic_config(
         search={
@@ -344,6 +344,27 @@ def test_a_second_runner_on_the_same_directory_is_refused(tmp_path):
     finally:
         exp.release_lock()
     run_search(tmp_path / "e", synthetic_config(search={"generations": 1}), log=None)
+
+
+def test_baselines_that_would_train_are_refused_under_a_held_lock_a_complete_table_is_read(tmp_path):
+    cfg = synthetic_config(
+        search={"generations": 1, "final_top_k": 1, "final_seeds": 2, "baseline_lrs": [0.1]}
+    )
+    run_search(tmp_path / "e", cfg, log=None)
+    exp = ExperimentDir(tmp_path / "e")
+    exp.acquire_lock()  # a search or another tuning of this directory
+    try:
+        with pytest.raises(ExperimentLocked, match=r"in use by pid \d+"):
+            run_baselines(tmp_path / "e", log=None)
+        assert exp.baseline_records() == []  # refused before training anything
+    finally:
+        exp.release_lock()
+    first = run_baselines(tmp_path / "e", log=None)
+    exp.acquire_lock()
+    try:  # nothing left to train: the summary is read without the lock
+        assert run_baselines(tmp_path / "e", log=None)["best_baseline"] == first["best_baseline"]
+    finally:
+        exp.release_lock()
 
 
 def _try_lock(path) -> str:
