@@ -158,3 +158,21 @@ def test_protocol_v2_rejects_bad_baselines(tmp_path, baselines, message):
     cfg.write_text(NOISY.replace('mae = "mae"\n', baselines + "\n"))
     with pytest.raises(SystemExit, match=message):
         module.load(str(cfg))
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "p", "mw", "searches", "expected"),
+    [
+        (0.48, 0.45, 0.0008, 0.0003, 1, "win"),
+        (0.48, 0.45, 0.0008, 0.0003, 2, "win"),
+        (0.44, 0.36, 0.022, 0.32, 1, "no difference"),  # Welch alone is not enough
+        (0.44, 0.36, 0.03, 0.03, 1, "win"),
+        (0.44, 0.36, 0.03, 0.03, 2, "no difference"),  # Bonferroni over two searches: 0.025
+        (0.41, 0.44, 1e-7, 5e-6, 2, "loss"),
+        (0.41, 0.44, None, 5e-6, 1, "no difference"),
+    ],
+)
+def test_noisy_summary_verdict_needs_both_tests_under_the_corrected_level(a, b, p, mw, searches, expected):
+    summary = _script(ROOT / "benchmarks" / "evidence" / "noisy" / "summary.py")
+    comparison = {"mean_a": a, "mean_b": b, "p": p, "mann_whitney_p": mw}
+    assert summary.verdict(comparison, searches) == expected

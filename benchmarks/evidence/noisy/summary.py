@@ -46,6 +46,20 @@ def _pm(stats: dict) -> str:
     return f"{100 * stats['mean']:.2f} ± {std}"
 
 
+ALPHA = 0.05
+
+
+def verdict(comparison: dict, searches: int) -> str:
+    """``win``, ``loss`` or ``no difference`` of one found loss against the best tuned baseline: both
+    tests under ``ALPHA / searches`` (Bonferroni over the setting's searches), in the direction of
+    the difference of means."""
+    level = ALPHA / max(1, searches)
+    ps = [comparison.get("p"), comparison.get("mann_whitney_p")]
+    if any(p is None or p >= level for p in ps):
+        return "no difference"
+    return "win" if comparison["mean_a"] > comparison["mean_b"] else "loss"
+
+
 def markdown(settings: Sequence[dict], missing: Sequence[str]) -> str:
     lines = [
         "# Noisy labels: every setting",
@@ -70,19 +84,23 @@ def markdown(settings: Sequence[dict], missing: Sequence[str]) -> str:
         "",
         "Bold: the best tuned baseline of the setting.",
         "",
-        "| setting | found loss | best baseline (member) | difference (points) | Welch p | Mann-Whitney p | wins/n |",
-        "|---|---|---|---|---|---|---|",
+        "Verdict: a win (or a loss) where the found loss is ahead (behind) and both Welch and Mann-Whitney",
+        f"p are under {ALPHA} / k, k being the number of searches of the setting (Bonferroni); else no",
+        "difference.",
+        "",
+        "| setting | found loss | best baseline (member) | difference (points) | Welch p | Mann-Whitney p | wins/n | verdict |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for res in settings:
         kind, rate, validation = kind_of(res)
         member = res.get("families", {}).get(res["best_baseline"], res["best_baseline"])
-        for arm, c in res["comparisons"].items():
-            if not arm.startswith("found-"):
-                continue
+        found = {arm: c for arm, c in res["comparisons"].items() if arm.startswith("found-")}
+        for arm, c in found.items():
             mw = "-" if c.get("mann_whitney_p") is None else f"{c['mann_whitney_p']:.3g}"
             lines.append(
                 f"| {kind} {rate:g}, {validation} | {arm} | {res['best_baseline']} (`{member}`) | "
-                f"{100 * (c['mean_a'] - c['mean_b']):+.2f} | {c['p']:.3g} | {mw} | {c['wins']}/{c['pairs']} |"
+                f"{100 * (c['mean_a'] - c['mean_b']):+.2f} | {c['p']:.3g} | {mw} | {c['wins']}/{c['pairs']} | "
+                f"{verdict(c, len(found))} |"
             )
     if missing:
         lines += ["", "Not finished (no results.json yet): " + ", ".join(missing) + "."]
