@@ -10,8 +10,10 @@ generation, ``host`` the same minus the evaluator's own time (the records' ``wal
 journal, checkpoint, summary, run log and TensorBoard (when installed). Printed: the mean and median
 ms per generation over generations 1-100, 400-500 and 900-1000 (scaled to ``--generations``), the
 journal's size, the CMA-ES state's size and the process's resident memory (Linux). Flat bookkeeping: the three windows agree within noise.
-Most of a generation's host time is fsync (about 55 per generation of 16: journal lines, the
-training logs, checkpoints), so the absolute numbers follow the disk. Not a test: timings depend
+Most of a generation's host time is fsync (about 24 per generation of 16: journal lines and
+checkpoints; the training logs' tails are written atomically without fsync since they hold nothing a
+resume reads, which took the host time from 58 to 50 ms per generation here), so the absolute
+numbers follow the disk. Not a test: timings depend
 on the machine and its load.
 """
 

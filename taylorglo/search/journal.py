@@ -22,7 +22,9 @@ Layout::
     DIR/generations.csv, DIR/*.png       derived tables and plots (``analyze``)
 
 Crash safety: every file except the JSONL files is written as tmp + fsync + ``os.replace`` (+ fsync
-of the directory), so a reader sees either the old or the new version. The commit points of a
+of the directory), so a reader sees either the old or the new version; the training logs' tails
+skip the fsyncs (``os.replace`` alone keeps them whole when the process is killed; nothing resumes
+from them). The commit points of a
 generation g are, in order: ``population.json`` (after ``strategy.pkl``), one journal line per
 (candidate, seed), then ``state.pkl`` with ``generation = g + 1``.
 
@@ -312,19 +314,26 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` atomically: tmp file, fsync, ``os.replace``, fsync the directory."""
+def atomic_write(path: str | os.PathLike, data: bytes | str, *, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically: tmp file, fsync, ``os.replace``, fsync the directory.
+
+    ``durable=False`` skips both fsyncs: the file is still whole or absent when the process is
+    killed at any moment (``os.replace`` is atomic), but an OS crash may lose it. For files nothing
+    is resumed from (the per-training log tails).
+    """
     path = Path(path)
     if isinstance(data, str):
         data = data.encode("utf-8")
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as fh:
         fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
     fault_point(f"replace:{path.name}")
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 def _dumps(obj: Any) -> str:
@@ -791,7 +800,7 @@ class ExperimentDir:
     def write_log(self, generation: int, index: int, text: str, replica: int = 0) -> None:
         path = self.log_path(generation, index, replica)
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, text)
+        atomic_write(path, text, durable=False)  # diagnostics: the journal holds the result, fsynced
 
     def append_search_log(self, line: str) -> None:
         with open(self.path / "search.log", "a", encoding="utf-8") as fh:
