@@ -88,6 +88,11 @@ class TrainConfig:
             accuracy: on noisy validation labels the trainer compares with what a model of that
             clean accuracy scores there (:func:`taylorglo.train.noise.noisy_accuracy_floor`).
         eval_every: evaluate the validation split every this many epochs (and always at the end).
+        restore_best: early stopping by validation: at the end of a run that finished (``ok``), load
+            the weights of the evaluated epoch with the best validation accuracy (the first, on
+            ties) and report its validation numbers (``TrainResult.best_epoch``); the test split is
+            measured on those weights. The run still trains every epoch. With noisy labels this is
+            the usual defence of a loss that memorizes the noise late in training.
         label_smoothing: label smoothing of the cross-entropy baseline (a loss spec may set its own).
     """
 
@@ -128,6 +133,7 @@ class TrainConfig:
     min_accuracy: Optional[float] = 0.15
     min_accuracy_epoch: int = 10
     eval_every: int = 1
+    restore_best: bool = False
     label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
@@ -303,6 +309,7 @@ _FIELD_SPECS: dict[str, tuple[tuple[str, ...], bool]] = {
     "min_accuracy": ((_FLOAT,), True),
     "min_accuracy_epoch": ((_INT,), False),
     "eval_every": ((_INT,), False),
+    "restore_best": ((_BOOL,), False),
     "label_smoothing": ((_FLOAT,), False),
 }
 _FLOAT_FIELDS = tuple(n for n, (kinds, _) in _FIELD_SPECS.items() if kinds == (_FLOAT,))

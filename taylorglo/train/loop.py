@@ -54,8 +54,9 @@ class TrainResult:
         status: ``ok``, ``diverged`` (non-finite training loss), ``below_threshold`` (validation
             accuracy under the floor, or a collapse: see :func:`train`) or ``failed`` (an exception
             during training; see ``error``).
-        val_accuracy: validation accuracy in [0, 1] at the end of the run (the fitness), or at the
-            stop for ``diverged`` / ``below_threshold``; ``None`` if never measured.
+        val_accuracy: validation accuracy in [0, 1] at the end of the run (the fitness; with
+            ``restore_best``, at the best evaluated epoch), or at the stop for ``diverged`` /
+            ``below_threshold``; ``None`` if never measured.
         val_loss: the training loss evaluated on the validation split (same units as the loss).
         val_cross_entropy: mean cross-entropy on the validation split (comparable across losses).
         test_accuracy, test_loss: only when ``evaluate_test=True`` (and the weights are finite).
@@ -70,6 +71,9 @@ class TrainResult:
             of training labels that differ from the clean ones), ``train_flipped``,
             ``val_realized_rate``, ``val_flipped`` and ``labels_sha256`` (a digest of the noisy
             labels; see :func:`taylorglo.train.noise.noisy_splits`). Test labels are never noisy.
+        best_epoch: with ``restore_best``, the epoch whose weights the run ended with (its
+            validation numbers are ``val_accuracy`` etc.; the test split is measured on them);
+            ``None`` otherwise.
 
     ``to_dict`` writes non-finite numbers as ``None`` so the output is strict JSON.
     """
@@ -91,6 +95,7 @@ class TrainResult:
     history: list = field(default_factory=list)
     config: dict = field(default_factory=dict)
     label_noise: Optional[dict] = None
+    best_epoch: Optional[float] = None
 
     @property
     def ok(self) -> bool:
@@ -432,6 +437,7 @@ class _Run:
             updates_per_epoch=1,
         )
         self.step = 0
+        self._best: Optional[tuple[dict, dict]] = None  # restore_best: (history entry, weights)
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
@@ -459,6 +465,8 @@ class _Run:
             bar.close()
         if res.status == "ok" and (not res.history or res.history[-1]["steps"] != self.step):
             self._evaluate_val()  # e.g. epochs=0: the untrained model
+        if res.status == "ok" and self._best is not None:
+            self._restore_best()
         if res.status == "ok":
             self._check_collapse()
 
@@ -562,16 +570,30 @@ class _Run:
         self._set_progress(min(self.step / max(self.total_steps, 1), 1.0))
         res = self.result
         res.val_accuracy, res.val_loss, res.val_cross_entropy = self._evaluate(self.val_data)
-        res.history.append(
-            {
-                "epoch": epoch if epoch is not None else round(self.step / self.steps_per_epoch, 6),
-                "steps": self.step,
-                "train_loss": res.train_loss,
-                "val_accuracy": res.val_accuracy,
-                "val_loss": res.val_loss,
-                "lr": self.optimizer.param_groups[0]["lr"],
-            }
-        )
+        entry = {
+            "epoch": epoch if epoch is not None else round(self.step / self.steps_per_epoch, 6),
+            "steps": self.step,
+            "train_loss": res.train_loss,
+            "val_accuracy": res.val_accuracy,
+            "val_loss": res.val_loss,
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
+        res.history.append(entry)
+        if self.cfg.restore_best and (self._best is None or res.val_accuracy > self._best[0]["val_accuracy"]):
+            weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self._best = (dict(entry, val_cross_entropy=res.val_cross_entropy), weights)
+
+    def _restore_best(self) -> None:
+        """``restore_best``: load the weights of the first evaluation with the best validation
+        accuracy; the result's validation numbers become that evaluation's (``best_epoch`` says which)."""
+        entry, weights = self._best
+        self.model.load_state_dict(weights)
+        res = self.result
+        res.val_accuracy, res.val_loss = entry["val_accuracy"], entry["val_loss"]
+        res.val_cross_entropy = entry["val_cross_entropy"]
+        res.best_epoch = entry["epoch"]
+        if entry["steps"] != self.step:
+            self._set_progress(min(entry["steps"] / max(self.total_steps, 1), 1.0))  # the test sees that t
 
     def evaluate_test(self) -> None:
         test = _Batcher(

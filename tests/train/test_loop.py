@@ -283,3 +283,19 @@ def test_num_threads_applies_during_the_run_only(monkeypatch):
 def test_bf16_autocast_and_channels_last_run_on_cpu():
     result = train(FAST.replace(max_steps=3, amp=True, channels_last=True, min_accuracy=None))
     assert result.status == "ok" and math.isfinite(result.val_loss)
+
+
+def test_restore_best_ends_on_the_weights_of_the_best_validation_epoch():
+    # a constant schedule: the first k epochs of a longer run are the k-epoch run, step for step
+    cfg = TrainConfig(dataset="digits", epochs=4, schedule="constant", lr=0.5, min_accuracy=None)
+    last = train(cfg, evaluate_test=True)
+    best = train(cfg.replace(restore_best=True), evaluate_test=True)
+    accs = [h["val_accuracy"] for h in best.history]
+    assert accs == [h["val_accuracy"] for h in last.history]  # the same training
+    assert best.best_epoch == 1 + accs.index(max(accs)) < 4 and last.best_epoch is None
+    assert best.val_accuracy == max(accs) > last.val_accuracy
+    assert best.epochs == 4.0  # every epoch trains; only the weights at the end differ
+    prefix = train(cfg.replace(epochs=best.best_epoch), evaluate_test=True)
+    assert (best.test_accuracy, best.test_loss) == (prefix.test_accuracy, prefix.test_loss)
+    assert best.test_accuracy != last.test_accuracy
+    assert TrainResult.from_dict(json.loads(json.dumps(best.to_dict()))).best_epoch == best.best_epoch
