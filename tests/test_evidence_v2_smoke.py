@@ -101,7 +101,7 @@ def test_protocol_v2_runs_every_stage_reads_test_only_in_final_and_resumes(tmp_p
 NOISY = (
     TINY.replace(
         "num_threads = 1\n",
-        'num_threads = 1\n\n[task.label_noise]\nkind = "symmetric"\nrate = 0.4\nseed = 3\n',
+        'num_threads = 1\nrestore_best = true\n\n[task.label_noise]\nkind = "symmetric"\nrate = 0.4\nseed = 3\n',
         1,
     )
     .replace("label_smoothing = [0.1]\n", "")
@@ -134,12 +134,20 @@ def test_protocol_v2_baseline_families_under_label_noise(tmp_path):
     assert res["families"][res["best_baseline"]] == best
     assert res["label_noise"] == {"kind": "symmetric", "rate": 0.4, "seed": 3}
     assert res["realized_noise_rate"] == [0.4]  # 24 of 60 training labels flipped
-    assert "symmetric label noise 0.4 (noisy validation)" in (out / "results.md").read_text()
+    assert (
+        "symmetric label noise 0.4 (noisy validation), every training early-stopped"
+        in (out / "results.md").read_text()
+    )
+    assert res["restore_best"] is True
+    finals = [
+        json.loads(line) for p in (out / "final").rglob("*.jsonl") for line in p.read_text().splitlines()
+    ]
+    assert finals and all(r["status"] != "ok" or r["best_epoch"] is not None for r in finals)
     # the settings side by side: a table row per setting, found against its best baseline
     summary = _script(ROOT / "benchmarks" / "evidence" / "noisy" / "summary.py")
     assert summary.main([str(out), str(tmp_path / "not-run"), "--out", str(tmp_path / "summary")]) == 0
     text = (tmp_path / "summary" / "summary.md").read_text()
-    assert "| symmetric 0.4, noisy validation | found-xyt | " + res["best_baseline"] in text
+    assert "| symmetric 0.4, noisy validation, early stopping | found-xyt | " + res["best_baseline"] in text
     assert "Not finished (no results.json yet): not-run." in text
     assert (tmp_path / "summary" / "accuracy_vs_noise.png").stat().st_size > 0
 

@@ -309,6 +309,7 @@ def analyze(raw: dict, out: Path) -> dict:
         "dataset": raw["task"].get("dataset"),
         "label_noise": raw["task"].get("label_noise"),
         "clean_validation": bool(raw["task"].get("clean_validation", False)),
+        "restore_best": bool(raw["task"].get("restore_best", False)),
         "seeds": seeds,
         "best_baseline": baseline,
         "families": family_choice(raw, table),
@@ -392,6 +393,8 @@ def markdown(raw: dict, res: dict, plots: Sequence[str], notes: str) -> str:
     if noise:
         title += f", {noise['kind']} label noise {noise['rate']:g}"
         title += " (clean validation)" if res.get("clean_validation") else " (noisy validation)"
+    if res.get("restore_best"):
+        title += ", every training early-stopped by validation"
     lines = [
         f"# Evidence, protocol v2: {title}",
         "",

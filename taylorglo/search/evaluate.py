@@ -39,4 +39,6 @@ def train_candidate(job: dict) -> dict:
     }
     if out.get("label_noise"):  # what was flipped: kind, rate, realized rate, digest of the labels
         record["label_noise"] = out["label_noise"]
+    if out.get("best_epoch") is not None:  # task.restore_best: the epoch the numbers come from
+        record["best_epoch"] = out["best_epoch"]
     return record

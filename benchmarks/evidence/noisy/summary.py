@@ -31,6 +31,8 @@ def load_setting(directory: Path) -> dict | None:
 def kind_of(res: dict) -> tuple[str, float, str]:
     noise = res.get("label_noise") or {"kind": "none", "rate": 0.0}
     validation = "clean validation" if res.get("clean_validation") else "noisy validation"
+    if res.get("restore_best"):
+        validation += ", early stopping"
     return noise["kind"], float(noise["rate"]), validation
 
 
