@@ -11,7 +11,13 @@ import pytest
 from taylorglo.polynomial import canonical_dimension, parameter_count
 from taylorglo.search.config import ConfigError
 from taylorglo.search.journal import ExperimentDir
-from taylorglo.search.runner import aggregate_candidates, generation_seed, generation_seeds, run_search
+from taylorglo.search.runner import (
+    aggregate_candidates,
+    generation_seed,
+    generation_seeds,
+    is_collapsed,
+    run_search,
+)
 from taylorglo.search.strategy import CMAStrategy
 
 from .conftest import journal_without_timing, robust_config, synthetic_config
@@ -186,3 +192,16 @@ def test_final_selection_trains_the_top_candidates_and_the_mean_on_fresh_seeds(t
     for row in sel["table"]:
         accs = [r["val_accuracy"] for r in finals if r["id"] == row["id"]]
         assert row["mean_val_accuracy"] == pytest.approx(sum(accs) / len(accs))
+
+
+def test_collapse_is_chance_level_in_clean_terms_on_noisy_validation_labels():
+    def rec(acc, status="ok", **noise):
+        return {"status": status, "val_accuracy": acc, **({"label_noise": noise} if noise else {})}
+
+    assert is_collapsed(rec(0.15), 10) and not is_collapsed(rec(0.16), 10)
+    assert is_collapsed(rec(0.9, "below_threshold"), 10) and not is_collapsed(rec(None, "failed"), 10)
+    noisy = {"val_flipped": 600, "val_realized_rate": 0.6}  # 0.15 clean reads 0.1167 there
+    assert not is_collapsed(rec(0.14, **noisy), 10)  # a model of about 20 % clean accuracy
+    assert is_collapsed(rec(0.11, **noisy), 10)
+    clean_validation = {"val_flipped": 0, "val_realized_rate": 0.0}
+    assert is_collapsed(rec(0.14, **clean_validation), 10)
