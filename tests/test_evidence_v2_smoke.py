@@ -147,7 +147,11 @@ def test_protocol_v2_baseline_families_under_label_noise(tmp_path):
     summary = _script(ROOT / "benchmarks" / "evidence" / "noisy" / "summary.py")
     assert summary.main([str(out), str(tmp_path / "not-run"), "--out", str(tmp_path / "summary")]) == 0
     text = (tmp_path / "summary" / "summary.md").read_text()
-    assert "| symmetric 0.4, noisy validation, early stopping | found-xyt | " + res["best_baseline"] in text
+    assert (
+        f"| symmetric 0.4, {res['dataset']}, noisy validation, early stopping | found-xyt | "
+        + res["best_baseline"]
+        in text
+    )
     assert "Not finished (no results.json yet): not-run." in text
     assert (tmp_path / "summary" / "accuracy_vs_noise.png").stat().st_size > 0
 

@@ -29,11 +29,14 @@ def load_setting(directory: Path) -> dict | None:
 
 
 def kind_of(res: dict) -> tuple[str, float, str]:
+    """(noise kind, rate, the rest of the setting: dataset, validation labels, early stopping)."""
     noise = res.get("label_noise") or {"kind": "none", "rate": 0.0}
-    validation = "clean validation" if res.get("clean_validation") else "noisy validation"
+    context = f"{res.get('dataset', '?')}, " + (
+        "clean validation" if res.get("clean_validation") else "noisy validation"
+    )
     if res.get("restore_best"):
-        validation += ", early stopping"
-    return noise["kind"], float(noise["rate"]), validation
+        context += ", early stopping"
+    return noise["kind"], float(noise["rate"]), context
 
 
 def arm_names(settings: Sequence[dict]) -> list[str]:
@@ -122,11 +125,11 @@ def plot(settings: Sequence[dict], path: Path) -> bool:
     for res in settings:
         kind, _, validation = kind_of(res)
         panels.setdefault((kind, validation), []).append(res)
+    colors = {arm: f"C{i % 10}" for i, arm in enumerate(arm_names(settings))}  # one color per arm
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
     for ax, ((kind, validation), group) in zip(axes[0], sorted(panels.items())):
         group = sorted(group, key=lambda r: kind_of(r)[1])
-        arms = arm_names(group)
-        for i, arm in enumerate(arms):
+        for arm in arm_names(group):
             pts = [
                 (kind_of(r)[1], r["arms"][arm]["test"])
                 for r in group
@@ -143,7 +146,7 @@ def plot(settings: Sequence[dict], path: Path) -> bool:
                 ys,
                 yerr=es,
                 fmt="o" + style,
-                color=f"C{i % 10}",
+                color=colors[arm],
                 capsize=3,
                 label=arm,
                 linewidth=2 if style == "-" else 1,
