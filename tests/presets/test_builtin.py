@@ -27,6 +27,7 @@ RECORDED = {
 FOUND = [
     "mnist1d-cnn1d-xyt",
     "mnist1d-noisy-symmetric-40",
+    "mnist1d-noisy-symmetric-40-clean-validation",
     "mnist1d-noisy-symmetric-60",
     "mnist5k-smallcnn",
 ]  # found by this project's own searches (benchmarks/evidence)
@@ -147,7 +148,12 @@ def test_taylorloss_from_preset_builds_the_builtin(fresh_registry):
 
 @pytest.mark.parametrize(
     ("name", "lr"),
-    [("mnist1d-cnn1d-xyt", 0.2), ("mnist1d-noisy-symmetric-40", 0.2), ("mnist1d-noisy-symmetric-60", 0.05)],
+    [
+        ("mnist1d-cnn1d-xyt", 0.2),
+        ("mnist1d-noisy-symmetric-40", 0.2),
+        ("mnist1d-noisy-symmetric-40-clean-validation", 0.2),
+        ("mnist1d-noisy-symmetric-60", 0.05),
+    ],
 )
 def test_the_mnist1d_presets_carry_their_learning_rate_and_their_win_over_the_tuned_baseline(
     fresh_registry, name, lr
@@ -169,6 +175,12 @@ def test_the_mnist1d_presets_carry_their_learning_rate_and_their_win_over_the_tu
     [
         ("mnist1d-noisy-symmetric-40", "mnist1d-symmetric-40", "found-xyt", "gce"),
         ("mnist1d-noisy-symmetric-60", "mnist1d-symmetric-60", "found-xyt-ce", "gce"),
+        (
+            "mnist1d-noisy-symmetric-40-clean-validation",
+            "mnist1d-symmetric-40-clean-validation",
+            "found-xyt-ce",
+            "gce",
+        ),
     ],
 )
 def test_the_noisy_label_presets_are_the_protocols_found_losses_with_their_measured_numbers(
