@@ -188,3 +188,21 @@ def test_noisy_summary_verdict_needs_both_tests_under_the_corrected_level(a, b, 
     summary = _script(ROOT / "benchmarks" / "evidence" / "noisy" / "summary.py")
     comparison = {"mean_a": a, "mean_b": b, "p": p, "mann_whitney_p": mw}
     assert summary.verdict(comparison, searches) == expected
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "benchmarks" / "evidence" / "noisy").glob("*.toml")), ids=lambda p: p.stem
+)
+def test_every_committed_noisy_config_loads_and_each_search_validates(path):
+    from taylorglo.search.config import ExperimentConfig
+    from taylorglo.train import TrainConfig
+
+    module = _script()
+    raw = module.load(str(path))
+    TrainConfig.from_dict(raw["task"])
+    assert module.baseline_arms(raw) and module.seeds_of(raw)["final"]
+    names = [v["name"] for v in raw["variants"]]
+    assert len(set(names)) == len(names) and "xyt" in names
+    for variant in raw["variants"]:
+        cfg = ExperimentConfig.from_dict(module.variant_config(raw, variant), validate_task=False)
+        assert tuple(cfg.search.variables) == ("x", "y", "t")
