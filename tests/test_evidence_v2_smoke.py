@@ -110,6 +110,10 @@ NOISY = (
         'seed = 0\n\n[protocol.baselines]\ncross-entropy = "cross-entropy"\ngce = ["gce:q=0.4", "gce:q=0.7"]\n'
         'mae = "mae"\ntaylor-ce = ["preset:taylor-ce-2"]\n\n[search]',
     )
+    .replace(
+        'name = "xy"\nvariables = ["x", "y"]\n',
+        'name = "xy"\nvariables = ["x", "y"]\nstart = "best-baseline"\n',
+    )
 )
 
 
@@ -139,6 +143,14 @@ def test_protocol_v2_baseline_families_under_label_noise(tmp_path):
         in (out / "results.md").read_text()
     )
     assert res["restore_best"] is True
+    # the xy search started from the expansion of the best tuned baseline's member
+    start = "loss:" + res["arms"][res["best_baseline"]]["spec"]["loss"]
+    assert res["searches"]["xy"]["config"]["start"] == start
+    assert json.loads((out / "search-xy" / "config.json").read_text())["search"]["start"] == start
+    assert (
+        f"Variant xy started from the best tuned baseline's expansion, `{start}`."
+        in (out / "results.md").read_text()
+    )
     finals = [
         json.loads(line) for p in (out / "final").rglob("*.jsonl") for line in p.read_text().splitlines()
     ]

@@ -14,7 +14,9 @@ be killed and rerun at any point and continues where it stopped; a finished stag
 2. ``search`` (validation only): one CMA-ES search per ``[[variants]]`` entry (``search-NAME/``):
    the ``[search]`` settings (normalized space, searched learning rate within the grid's range,
    seeds per candidate, final selection of the top candidates and the CMA-ES mean on fresh
-   validation seeds) with the variant's own keys (e.g. its variables).
+   validation seeds) with the variant's own keys (e.g. its variables). A variant's
+   ``start = "best-baseline"`` starts its search from the Taylor expansion of the best tuned
+   baseline's member (``search.start = "loss:SPEC"``), read from stage 1.
 3. ``retune`` (validation only): each variant's chosen loss on the same grid and tuning seeds as the
    baselines, so every arm gets the same tuning; its best learning rate is used from here on.
 4. ``final``: every arm (each found variant and each baseline family at its best member and
@@ -66,6 +68,8 @@ from taylorglo.train import LossSpec  # noqa: E402
 
 STAGES = ("tune", "search", "retune", "final", "report")
 STREAMS = {"tuning": 7001, "final": 7002}
+# A variant's ``start = "best-baseline"``: start from the expansion of the best tuned baseline.
+BEST_BASELINE = "best-baseline"
 
 
 def log(msg: str) -> None:
@@ -124,10 +128,28 @@ def _container(raw: dict, directory: Path) -> Path:
     return directory
 
 
-def variant_config(raw: dict, variant: dict) -> dict:
+def variant_config(raw: dict, variant: dict, out: Path | None = None) -> dict:
+    """A variant's search experiment config: ``[search]`` with the variant's keys.
+
+    ``start = "best-baseline"`` becomes ``"loss:SPEC"``, the best tuned baseline's member (read from
+    the finished tuning stage under ``out``): the search starts from the Taylor expansion of the loss
+    it has to beat. Without ``out`` (a config check before any tuning) it reads ``"cross-entropy"``.
+    """
     search = dict(copy.deepcopy(raw["search"]))
     search.update({k: v for k, v in variant.items() if k != "name"})
+    if search.get("start") == BEST_BASELINE:
+        search["start"] = "cross-entropy" if out is None else "loss:" + best_baseline_spec(raw, out)
     return {"task": raw["task"], "search": search, "execution": raw.get("execution", {})}
+
+
+def best_baseline_spec(raw: dict, out: Path) -> str:
+    """The loss spec of the best tuned baseline's best member (validation only; trains nothing)."""
+    lrs = [float(v) for v in raw["protocol"]["lrs"]]
+    table = tune_arms(
+        out / "tuning", baseline_arms(raw), lrs, seeds_of(raw)["tuning"], backend=_NoTraining(), log=None
+    )
+    member = family_choice(raw, table)[best_baseline(raw, table)]
+    return table[member]["spec"]["loss"]
 
 
 def found_spec(directory: Path) -> tuple[str, dict]:
@@ -212,7 +234,10 @@ def stage_search(raw: dict, out: Path, backend) -> None:
     for variant in raw["variants"]:
         directory = out / f"search-{variant['name']}"
         log(f"search {variant['name']} in {directory}")
-        result = run_search(directory, variant_config(raw, variant), backend=backend, progress=False, log=log)
+        cfg = variant_config(raw, variant, out)
+        if variant.get("start") == BEST_BASELINE:
+            log(f"search {variant['name']} starts from the best tuned baseline: {cfg['search']['start']}")
+        result = run_search(directory, cfg, backend=backend, progress=False, log=log)
         log(f"search {variant['name']}: {result.stop_reason}; {result.evaluations} evaluations")
 
 
@@ -357,7 +382,7 @@ def analyze(raw: dict, out: Path) -> dict:
         sel = ExperimentDir(directory).read_selection() or {}
         spec, chosen = found_spec(directory)
         res["searches"][variant["name"]] = {
-            "config": variant_config(raw, variant)["search"],
+            "config": variant_config(raw, variant, out)["search"],
             "generations": [
                 {
                     k: r[k]
@@ -413,7 +438,13 @@ def markdown(raw: dict, res: dict, plots: Sequence[str], notes: str) -> str:
         "each family enters the final table at its best member and learning rate.",
         f"- Search: `{json.dumps(raw['search'], sort_keys=True)}`; variants "
         + ", ".join(f"`{json.dumps(v, sort_keys=True)}`" for v in raw["variants"])
-        + ".",
+        + "."
+        + "".join(
+            f" Variant {v['name']} started from the best tuned baseline's expansion, "
+            f"`{res['searches'][v['name']]['config']['start']}`."
+            for v in raw["variants"]
+            if v.get("start") == BEST_BASELINE
+        ),
         f"- Final: each arm at its tuned learning rate on {p['final_seeds']} fresh seeds; the test split is read "
         f"once per arm and seed, here only. Best tuned baseline (by validation): **{res['best_baseline']}**.",
         "- Statistics: Welch's t-test (two-sided, primary), Mann-Whitney U, Cohen's d (pooled sd), wins over "

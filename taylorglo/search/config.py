@@ -73,7 +73,9 @@ class SearchConfig:
         variables: ``["x", "y"]`` or ``["x", "y", "t"]``.
         population_size: candidates per generation (lambda); at least 2.
         sigma: initial CMA-ES step size (1.2 in the original system).
-        start: ``"zeros"`` (the original) or ``"cross-entropy"`` (the Taylor expansion of CE at (0.5, 0.5)).
+        start: ``"zeros"`` (the original), ``"cross-entropy"`` (the Taylor expansion of CE at (0.5, 0.5))
+            or ``"loss:SPEC"``: the expansion of any trainer loss spec, e.g. ``"loss:gce:q=0.4"``, so
+            that the search starts from the baseline it has to beat (``taylorglo.train.expansion``).
         generations: the generation limit (enforced).
         max_evaluations: the evaluation budget (trainings, penalized ones included); 0 = no budget.
             A generation is only started when all its candidates fit in the budget.
@@ -220,8 +222,17 @@ class ExperimentConfig:
             raise bad("search.population_size", s.population_size, "at least 2 (CMA-ES needs two to rank)")
         if not (math.isfinite(s.sigma) and 0 < s.sigma <= 1e6):
             raise bad("search.sigma", s.sigma, "a positive number up to 1e6 (1.2 in the original system)")
-        if s.start not in ("zeros", "cross-entropy"):
-            raise bad("search.start", s.start, '"zeros" or "cross-entropy"')
+        from taylorglo.search.space import START_LOSS_PREFIX
+
+        if not isinstance(s.start, str) or (
+            s.start not in ("zeros", "cross-entropy") and not s.start.startswith(START_LOSS_PREFIX)
+        ):
+            raise bad(
+                "search.start",
+                s.start,
+                '"zeros", "cross-entropy" or "loss:SPEC" (the expansion of a trainer loss, e.g. '
+                '"loss:gce:q=0.4")',
+            )
         if s.generations < 1:
             raise bad("search.generations", s.generations, "at least 1")
         if s.max_evaluations < 0:
@@ -323,9 +334,14 @@ class ExperimentConfig:
                 f"is 1/n): task.dataset = {self.task.get('dataset', 'digits')!r} has no known class count"
             )
         try:
-            self.search_space()
+            space = self.search_space()
         except ValueError as exc:
             raise ConfigError(f"search.space = {s.space!r} with search.order = {s.order}: {exc}") from None
+        if s.start.startswith(START_LOSS_PREFIX):
+            try:
+                space.start_polynomial(s.start)
+            except ValueError as exc:
+                raise ConfigError(f"search.start = {s.start!r} is invalid: {exc}") from None
 
     def search_space(self):
         """The ``SearchSpace`` of this experiment (CMA-ES coordinates <-> vector and learning rate)."""

@@ -51,12 +51,22 @@ from taylorglo.polynomial import (
     parameter_count,
 )
 
-__all__ = ["LR_BOUND_PENALTY", "NORMALIZATIONS", "SPACES", "SearchSpace", "candidate_invariant", "push_scale"]
+__all__ = [
+    "LR_BOUND_PENALTY",
+    "NORMALIZATIONS",
+    "SPACES",
+    "START_LOSS_PREFIX",
+    "SearchSpace",
+    "candidate_invariant",
+    "push_scale",
+]
 
 SPACES = ("canonical", "normalized", "original")
 # Added to the told fitness per squared unit of ln(lr) outside the bounds (fitness is in [0, 1]).
 LR_BOUND_PENALTY = 0.1
 NORMALIZATIONS = ("push", "norm")
+# ``search.start = "loss:SPEC"``: start from the Taylor expansion of the trainer loss SPEC.
+START_LOSS_PREFIX = "loss:"
 # The grid of the ``norm`` normalization: midpoints of 64 equal cells of [0, 1].
 _NORM_GRID = [(i + 0.5) / 64 for i in range(64)]
 
@@ -237,7 +247,10 @@ class SearchSpace:
         return coords
 
     def start(self, kind: str, lr: float | None = None) -> list[float]:
-        """The start point: ``zeros`` or the cross-entropy Taylor expansion (and ln(lr), clipped)."""
+        """The start point (and ln(lr), clipped to the bounds): ``zeros``, ``cross-entropy`` (its
+        Taylor expansion at (0.5, 0.5)) or ``loss:SPEC``, the expansion of any trainer loss spec, e.g.
+        ``loss:gce:q=0.4`` or ``loss:sce:alpha=0.1,beta=1.0``: a search that starts from the
+        baseline it has to beat."""
         if kind == "zeros":
             coords = [0.0] * self.poly_dimension
             if self.lr_bounds is not None:
@@ -247,7 +260,24 @@ class SearchSpace:
         if kind == "cross-entropy":
             ce = TaylorPolynomial.cross_entropy(self.order, variables=self.variables)
             return self.to_coords(ce.vector, lr)
-        raise ValueError(f"start must be 'zeros' or 'cross-entropy', got {kind!r}")
+        if isinstance(kind, str) and kind.startswith(START_LOSS_PREFIX):
+            return self.to_coords(self.start_polynomial(kind).vector, lr)
+        raise ValueError(
+            f"start must be 'zeros', 'cross-entropy' or '{START_LOSS_PREFIX}SPEC' (a trainer loss spec), "
+            f"got {kind!r}"
+        )
+
+    def start_polynomial(self, kind: str) -> TaylorPolynomial:
+        """The polynomial of a ``loss:SPEC`` start: the loss's expansion at (0.5, 0.5) in this
+        space's order and variables (:func:`taylorglo.train.expansion.expand_loss`).
+
+        Raises ValueError naming the spec when it cannot be parsed or expanded.
+        """
+        from taylorglo.train.expansion import expand_loss
+
+        return expand_loss(
+            kind[len(START_LOSS_PREFIX) :], self.order, self.variables, num_classes=self.num_classes
+        )
 
     def bound_excess(self, coords: Sequence[float]) -> float:
         """How far (in ln(lr)) a point's learning-rate coordinate lies outside the bounds; 0 inside.

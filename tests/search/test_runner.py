@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from taylorglo.polynomial import canonical_dimension, parameter_count
-from taylorglo.search.config import ConfigError
+from taylorglo.search.config import ConfigError, ExperimentConfig
 from taylorglo.search.journal import ExperimentDir
 from taylorglo.search.runner import (
     aggregate_candidates,
@@ -138,6 +138,33 @@ def test_cross_entropy_start_point(tmp_path):
         ExperimentDir(tmp_path / "e").generation_dir(0).joinpath("strategy.pkl").read_bytes()
     )
     assert any(abs(m) > 0.1 for m in st.mean)
+
+
+@pytest.mark.parametrize("spec", ["gce:q=0.4", "sce:alpha=0.1,beta=1.0", "cross-entropy;label_smoothing=0.3"])
+def test_a_search_can_start_from_a_baseline_losss_expansion(tmp_path, spec):
+    from taylorglo.train.expansion import expand_loss
+
+    cfg = synthetic_config(search={"start": f"loss:{spec}", "generations": 1, "space": "normalized"})
+    run_search(tmp_path / "e", cfg, log=None)
+    exp = ExperimentDir(tmp_path / "e")
+    st = CMAStrategy.loads(exp.generation_dir(0).joinpath("strategy.pkl").read_bytes())
+    space = ExperimentConfig.from_dict(cfg, validate_task=False).search_space()
+    want = space.to_coords(expand_loss(spec, 3, num_classes=10).vector)
+    assert list(st.mean) == pytest.approx(want, abs=1e-12)
+    # the normalized space keeps the baseline's shape: the start trains like the expansion with a
+    # rescaled learning rate (the same gradient up to a positive factor)
+    torch = pytest.importorskip("torch")
+    from taylorglo import TaylorLoss
+
+    logits = torch.randn(32, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    target = torch.arange(32) % 10
+    grads = []
+    for vector in (space.to_vector(want), expand_loss(spec, 3, num_classes=10).vector):
+        z = logits.clone().requires_grad_()
+        grads.append(torch.autograd.grad(TaylorLoss(list(vector), order=3)(z, target), z)[0])
+    scale = (grads[0] * grads[1]).sum() / (grads[1] * grads[1]).sum()
+    assert scale > 0
+    torch.testing.assert_close(grads[0], scale * grads[1], rtol=1e-9, atol=1e-12)
 
 
 def test_a_different_experiment_in_the_same_directory_is_refused(tmp_path):
