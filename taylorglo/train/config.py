@@ -88,11 +88,13 @@ class TrainConfig:
             accuracy: on noisy validation labels the trainer compares with what a model of that
             clean accuracy scores there (:func:`taylorglo.train.noise.noisy_accuracy_floor`).
         eval_every: evaluate the validation split every this many epochs (and always at the end).
-        restore_best: early stopping by validation: at the end of a run that finished (``ok``), load
-            the weights of the evaluated epoch with the best validation accuracy (the first, on
-            ties) and report its validation numbers (``TrainResult.best_epoch``); the test split is
-            measured on those weights. The run still trains every epoch. With noisy labels this is
-            the usual defence of a loss that memorizes the noise late in training.
+        restore_best: early stopping by validation: at the end of a run, load the weights of the
+            evaluated epoch with the best validation accuracy (the first, on ties) and report its
+            validation numbers (``TrainResult.best_epoch``); the test split is measured on those
+            weights. The run still trains every epoch. A run stopped by the accuracy floor or by a
+            non-finite loss keeps its status but ends on its best epoch too, as early stopping would
+            keep it. With noisy labels this is the usual defence of a loss that memorizes the noise
+            late in training.
         label_smoothing: label smoothing of the cross-entropy baseline (a loss spec may set its own).
     """
 

@@ -55,8 +55,8 @@ class TrainResult:
             accuracy under the floor, or a collapse: see :func:`train`) or ``failed`` (an exception
             during training; see ``error``).
         val_accuracy: validation accuracy in [0, 1] at the end of the run (the fitness; with
-            ``restore_best``, at the best evaluated epoch), or at the stop for ``diverged`` /
-            ``below_threshold``; ``None`` if never measured.
+            ``restore_best``, at the best evaluated epoch, also for a run that stopped), else at the
+            stop for ``diverged`` / ``below_threshold``; ``None`` if never measured.
         val_loss: the training loss evaluated on the validation split (same units as the loss).
         val_cross_entropy: mean cross-entropy on the validation split (comparable across losses).
         test_accuracy, test_loss: only when ``evaluate_test=True`` (and the weights are finite).
@@ -465,8 +465,8 @@ class _Run:
             bar.close()
         if res.status == "ok" and (not res.history or res.history[-1]["steps"] != self.step):
             self._evaluate_val()  # e.g. epochs=0: the untrained model
-        if res.status == "ok" and self._best is not None:
-            self._restore_best()
+        if self._best is not None and res.status in ("ok", "below_threshold", "diverged"):
+            self._restore_best()  # a stopped run too: early stopping keeps the best epoch's weights
         if res.status == "ok":
             self._check_collapse()
 

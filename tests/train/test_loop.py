@@ -299,3 +299,19 @@ def test_restore_best_ends_on_the_weights_of_the_best_validation_epoch():
     assert (best.test_accuracy, best.test_loss) == (prefix.test_accuracy, prefix.test_loss)
     assert best.test_accuracy != last.test_accuracy
     assert TrainResult.from_dict(json.loads(json.dumps(best.to_dict()))).best_epoch == best.best_epoch
+
+
+def test_restore_best_keeps_the_best_epoch_of_a_run_the_floor_stopped():
+    # the floor (0.999 from epoch 3) stops the run after epoch 3; early stopping still ends on the
+    # best of its evaluated epochs, whose weights equal those of a run cut there (constant schedule)
+    cfg = TrainConfig(dataset="digits", epochs=4, schedule="constant", lr=0.5, min_accuracy=None)
+    floor = {"min_accuracy": 0.999, "min_accuracy_epoch": 3}
+    plain = train(cfg.replace(**floor), evaluate_test=True)
+    best = train(cfg.replace(restore_best=True, **floor), evaluate_test=True)
+    assert plain.status == best.status == "below_threshold" and best.epochs == plain.epochs == 3.0
+    accs = [h["val_accuracy"] for h in best.history]
+    assert accs == [h["val_accuracy"] for h in plain.history]
+    assert best.best_epoch == 1 + accs.index(max(accs)) and best.val_accuracy == max(accs)
+    assert plain.best_epoch is None and plain.val_accuracy == accs[-1]
+    prefix = train(cfg.replace(epochs=best.best_epoch), evaluate_test=True)
+    assert (best.test_accuracy, best.test_loss) == (prefix.test_accuracy, prefix.test_loss)

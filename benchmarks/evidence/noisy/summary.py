@@ -125,7 +125,9 @@ def plot(settings: Sequence[dict], path: Path) -> bool:
     for res in settings:
         kind, _, validation = kind_of(res)
         panels.setdefault((kind, validation), []).append(res)
-    colors = {arm: f"C{i % 10}" for i, arm in enumerate(arm_names(settings))}  # one color per arm
+    names = arm_names(settings)
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    colors = {arm: cmap(i % cmap.N) for i, arm in enumerate(names)}  # one color per arm (up to 20)
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
     for ax, ((kind, validation), group) in zip(axes[0], sorted(panels.items())):
         group = sorted(group, key=lambda r: kind_of(r)[1])
