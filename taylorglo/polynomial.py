@@ -37,6 +37,7 @@ __all__ = [
     "invariant_margin",
     "monomial_exponents",
     "parameter_count",
+    "recenter",
     "to_factorial",
     "validate_variables",
 ]
@@ -481,6 +482,43 @@ def _power_terms(poly: TaylorPolynomial) -> _Poly:
     """f in the power basis of (x, y[, t]), exactly: the centers expanded with binomials."""
     centered = {e: Fraction(c) for e, c in zip(poly.exponents, poly.coefficients)}
     return _translate(centered, [-Fraction(c) for c in poly.centers])
+
+
+def recenter(
+    poly: TaylorPolynomial,
+    centers: Sequence[float],
+    order: int | None = None,
+    variables: Sequence[str] | None = None,
+) -> TaylorPolynomial:
+    """``poly`` rewritten around new ``centers`` (one per variable of the result), exactly.
+
+    The polynomial is expanded in the power basis and translated in exact arithmetic
+    (:func:`binomial_expansion`), then read off in the result's layout: terms of total degree above
+    ``order`` are truncated (none are when ``order >= poly.order``), and terms without y are
+    dropped, as in every TaylorGLO polynomial (they do not change the gradient in y). ``order`` and
+    ``variables`` default to the polynomial's. A variable of ``poly`` missing from ``variables``
+    must not appear in it.
+    """
+    variables = poly.variables if variables is None else validate_variables(variables)
+    order = poly.order if order is None else _check_order(order)
+    if len(centers) != len(variables):
+        raise ValueError(f"centers must give one value per variable of {variables}, got {len(centers)}")
+    new_centers = [float(c) for c in centers]
+    offsets = [Fraction(c) for c in new_centers] + [Fraction(0)] * (len(poly.variables) - len(variables))
+    translated = _translate(_power_terms(poly), offsets[: len(poly.variables)])
+    width = len(variables)
+    terms: _Poly = {}
+    for e, coef in translated.items():
+        if coef == 0:
+            continue
+        if any(e[width:]):
+            raise ValueError(
+                f"the polynomial depends on {poly.variables[width]!r}, which is not among the variables {variables}"
+            )
+        key = e[:width] + (0,) * (width - len(e))
+        terms[key] = terms.get(key, Fraction(0)) + coef
+    coefs = [float(terms.get(e, Fraction(0))) for e in _exponents(order, variables)]
+    return TaylorPolynomial(coefs + new_centers, order, variables)
 
 
 def _derivative(terms: _Poly, axis: int) -> _Poly:

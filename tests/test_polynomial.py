@@ -27,6 +27,7 @@ from taylorglo.polynomial import (
     invariant_margin,
     monomial_exponents,
     parameter_count,
+    recenter,
     to_factorial,
 )
 
@@ -580,3 +581,59 @@ def test_invariant_accepts_vectors_and_polynomials_alike():
     for rule in ("gradient", "original"):
         assert invariant_margin(poly, 10, rule) == invariant_margin(WORKED_EXAMPLE, 10, rule)
     assert parameter_count(3) == len(WORKED_EXAMPLE)
+
+
+# --------------------------------------------------------------------------------------------
+# recenter
+
+
+def _random_polynomial(rng: random.Random, order: int, variables: tuple[str, ...]) -> TaylorPolynomial:
+    n = parameter_count(order, variables) - len(variables)
+    coefs = [rng.uniform(-2, 2) for _ in range(n)]
+    centers = [rng.uniform(-1, 1) for _ in variables]
+    return TaylorPolynomial(coefs + centers, order, variables)
+
+
+@pytest.mark.parametrize("variables", [("x", "y"), ("x", "y", "t")])
+@pytest.mark.parametrize("order", [1, 2, 3, 5])
+def test_recenter_keeps_the_polynomial_up_to_terms_without_y(variables, order):
+    rng = random.Random(order)
+    poly = _random_polynomial(rng, order, variables)
+    centers = [rng.uniform(-1, 1) for _ in variables]
+    moved = recenter(poly, centers)
+    assert moved.centers == pytest.approx(centers)
+    assert moved.order == order and moved.variables == variables
+    # the layout has no y-free terms, so f(x, y) - f(x, y0) is what must agree
+    for _ in range(10):
+        x, y, y0, t = (rng.uniform(-1, 1) for _ in range(4))
+        args = (t,) if "t" in variables else ()
+        want = poly(x, y, *args) - poly(x, y0, *args)
+        assert moved(x, y, *args) - moved(x, y0, *args) == pytest.approx(want, abs=1e-9)
+        assert moved.derivative_y(x, y, *args) == pytest.approx(poly.derivative_y(x, y, *args), abs=1e-9)
+
+
+def test_recenter_at_the_own_centers_is_exact():
+    poly = _random_polynomial(random.Random(7), 4, ("x", "y", "t"))
+    assert recenter(poly, poly.centers) == poly
+
+
+def test_recenter_truncates_and_adds_or_drops_variables():
+    # (y - 0.5)^3 around 0: y^3 - 1.5 y^2 + 0.75 y - 0.125; truncated to order 2: -1.5 y^2 + 0.75 y
+    exps = monomial_exponents(3)
+    cubic = TaylorPolynomial([1.0 if e == (0, 3) else 0.0 for e in exps] + [0.0, 0.5], 3)
+    cut = recenter(cubic, [0.0, 0.0, 0.0], order=2, variables=("x", "y", "t"))
+    assert cut.order == 2 and cut.variables == ("x", "y", "t")
+    got = dict(zip(cut.exponents, cut.coefficients))
+    assert got[(0, 2, 0)] == pytest.approx(-1.5) and got[(0, 1, 0)] == pytest.approx(0.75)
+    assert sum(abs(c) for e, c in got.items() if e not in {(0, 2, 0), (0, 1, 0)}) == 0.0
+    # back to (x, y): fine while nothing depends on t
+    assert recenter(cut, [0.0, 0.0], variables=("x", "y")).variables == ("x", "y")
+
+
+def test_recenter_names_what_is_wrong():
+    xyt = TaylorPolynomial.cross_entropy(3, variables=("x", "y", "t"))
+    with pytest.raises(ValueError, match="one value per variable"):
+        recenter(xyt, [0.5, 0.5])
+    rng = random.Random(3)
+    with pytest.raises(ValueError, match="depends on 't'"):
+        recenter(_random_polynomial(rng, 3, ("x", "y", "t")), [0.5, 0.5], variables=("x", "y"))

@@ -30,8 +30,8 @@ from collections.abc import Sequence
 
 from taylorglo.polynomial import (
     TaylorPolynomial,
-    binomial_expansion,
     monomial_exponents,
+    recenter,
     validate_variables,
 )
 from taylorglo.train.losses import LossSpec
@@ -120,24 +120,7 @@ def _recenter(poly: TaylorPolynomial, order: int, variables: tuple[str, ...], ce
             f"the loss is an order-{poly.order} polynomial in t as well: it cannot be truncated to "
             f"order {order}; search at order {poly.order} or more to start from it"
         )
-    a, b = center
-    power = poly.power_basis()  # P[i][j] on x^i y^j
-    centered: dict[tuple[int, int], float] = {}
-    for i, row in enumerate(power):
-        for j, p in enumerate(row):
-            if p == 0.0:
-                continue
-            # x^i = sum_r C(i, r) a^(i-r) (x-a)^r, likewise y^j around b
-            for r, bx, qx in binomial_expansion(i):
-                for s, by, qy in binomial_expansion(j):
-                    key = (r, s)
-                    centered[key] = centered.get(key, 0.0) + p * bx * a**qx * by * b**qy
-    coefs = [
-        centered.get((e[0], e[1]), 0.0) if len(e) < 3 or e[2] == 0 else 0.0
-        for e in monomial_exponents(order, variables)
-    ]
-    centers = [a, b] + ([0.0] if "t" in variables else [])
-    return TaylorPolynomial(coefs + centers, order, variables)
+    return recenter(poly, list(center) + ([0.0] if "t" in variables else []), order, variables)
 
 
 def expand_loss(
