@@ -202,6 +202,36 @@ def test_noisy_summary_verdict_needs_both_tests_under_the_corrected_level(a, b, 
     assert summary.verdict(comparison, searches) == expected
 
 
+def test_noisy_summary_ranks_arms_by_their_chosen_members_validation():
+    summary = _script(ROOT / "benchmarks" / "evidence" / "noisy" / "summary.py")
+
+    def arm(val, test):
+        return {"val": {"mean": val}, "test": {"mean": test}}
+
+    res = {
+        "arms": {
+            "gce": arm(0.30, 0.45),
+            "sce": arm(0.29, 0.47),
+            "found-xyt": arm(0.31, 0.48),
+            "mae": arm(0.1, 0.2),
+        },
+        "families": {"gce": "gce:q=0.4", "sce": "sce:alpha=0.1,beta=1.0", "mae": "mae"},
+        "tuning": {  # the other GCE member is better on validation, but the family entered at q=0.4
+            "gce:q=0.4": {"best_mean_val_accuracy": 0.33},
+            "gce:q=0.7": {"best_mean_val_accuracy": 0.50},
+            "sce:alpha=0.1,beta=1.0": {"best_mean_val_accuracy": 0.28},
+            "found-xyt": {"best_mean_val_accuracy": 0.32},
+            "mae": {"best_mean_val_accuracy": 0.05},
+        },
+    }
+    r = summary.validation_ranking(res)
+    assert r["arms"] == 4 and r["best_tuning"] == "gce" and r["best_test"] == "found-xyt"
+    assert r["tuning_rho"] == pytest.approx(0.4)  # tuning ranks 3,1,2,0 against test ranks 1,2,3,0
+    assert r["final_rho"] == pytest.approx(0.8)
+    res["arms"]["mae"]["test"]["mean"] = None  # an arm with no finished seed drops out
+    assert summary.validation_ranking(res)["arms"] == 3
+
+
 @pytest.mark.parametrize(
     "path", sorted((ROOT / "benchmarks" / "evidence" / "noisy").glob("*.toml")), ids=lambda p: p.stem
 )

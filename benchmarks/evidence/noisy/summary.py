@@ -107,9 +107,62 @@ def markdown(settings: Sequence[dict], missing: Sequence[str]) -> str:
                 f"{100 * (c['mean_a'] - c['mean_b']):+.2f} | {c['p']:.3g} | {mw} | {c['wins']}/{c['pairs']} | "
                 f"{verdict(c, len(found))} |"
             )
+    lines += [
+        "",
+        "How well validation ranks the arms, over every arm of a setting: the Spearman correlation of",
+        "each arm's mean validation accuracy (tuning seeds, at its chosen member and learning rate; and",
+        "the final seeds) with its mean clean test accuracy, and whether the arm best on validation is",
+        "the arm best on test. The protocol selects on the tuning validation only.",
+        "",
+        "| setting | arms | Spearman, tuning validation | Spearman, final validation | best on tuning validation | best on test |",
+        "|---|---|---|---|---|---|",
+    ]
+    for res in settings:
+        kind, rate, validation = kind_of(res)
+        r = validation_ranking(res)
+        lines.append(
+            f"| {kind} {rate:g}, {validation} | {r['arms']} | {_rho(r['tuning_rho'])} | {_rho(r['final_rho'])} | "
+            f"{r['best_tuning']} | {r['best_test']} |"
+        )
     if missing:
         lines += ["", "Not finished (no results.json yet): " + ", ".join(missing) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _rho(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.2f}"
+
+
+def validation_ranking(res: dict) -> dict:
+    """Spearman correlations of validation with clean test accuracy over a setting's arms.
+
+    An arm's tuning validation accuracy is that of its chosen member (a baseline family's member
+    in ``families``, a found loss's own row) at its best learning rate.
+    """
+    from scipy.stats import spearmanr
+
+    rows = []
+    for arm, a in res["arms"].items():
+        row = res.get("tuning", {}).get(res.get("families", {}).get(arm, arm))
+        if a["test"].get("mean") is None or row is None or a.get("val", {}).get("mean") is None:
+            continue
+        rows.append((arm, row["best_mean_val_accuracy"], a["val"]["mean"], a["test"]["mean"]))
+    if len(rows) < 3:
+        return {
+            "arms": len(rows),
+            "tuning_rho": None,
+            "final_rho": None,
+            "best_tuning": "-",
+            "best_test": "-",
+        }
+    _, tuning, final, test = zip(*rows)
+    return {
+        "arms": len(rows),
+        "tuning_rho": float(spearmanr(tuning, test).statistic),
+        "final_rho": float(spearmanr(final, test).statistic),
+        "best_tuning": max(rows, key=lambda r: r[1])[0],
+        "best_test": max(rows, key=lambda r: r[3])[0],
+    }
 
 
 def plot(settings: Sequence[dict], path: Path) -> bool:
