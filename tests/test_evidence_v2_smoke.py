@@ -232,6 +232,36 @@ def test_noisy_summary_ranks_arms_by_their_chosen_members_validation():
     assert summary.validation_ranking(res)["arms"] == 3
 
 
+@pytest.mark.slow
+def test_expansion_check_trains_a_loss_and_its_expansions_on_validation_and_resumes(tmp_path):
+    from taylorglo.train import LossSpec
+    from taylorglo.train.expansion import expand_loss
+
+    check = _script(ROOT / "benchmarks" / "evidence" / "noisy" / "expansion_check.py")
+    config = tmp_path / "tiny.toml"
+    config.write_text(
+        TINY.replace("[protocol]", '[task.label_noise]\nkind = "symmetric"\nrate = 0.2\n\n[protocol]')
+    )
+    out = tmp_path / "check"
+    argv = [str(config), "--loss", "gce:q=0.4", "--orders", "3", "4", "--lrs", "0.05", "0.1"]
+    assert check.main([*argv, "--seeds", "2", "--out", str(out)]) == 0
+    table = json.loads((out / "expansion_check.json").read_text())
+    assert list(table) == ["gce:q=0.4", "order-3 expansion", "order-4 expansion"]
+    poly = expand_loss("gce:q=0.4", 4, num_classes=10)
+    assert LossSpec.parse(table["order-4 expansion"]["spec"]["loss"]).params == pytest.approx(poly.vector)
+    assert all(len(row["cells"]) == 2 and row["cells"]["0.1"]["n"] == 2 for row in table.values())
+    records = [json.loads(line) for line in next(out.rglob("baselines.jsonl")).read_text().splitlines()]
+    assert len(records) == 3 * 2 * 2 and not any("test" in key for r in records for key in r)
+    assert "| order-3 expansion |" in (out / "expansion_check.md").read_text()
+    # rerun: everything is in the journal, nothing trains again
+    assert check.main([*argv, "--seeds", "2", "--out", str(out)]) == 0
+    assert len(next(out.rglob("baselines.jsonl")).read_text().splitlines()) == len(records)
+    with pytest.raises(SystemExit, match="--loss 'gce:q=0.4;label_smoothing=0.1'"):
+        check.main(
+            [str(config), "--loss", "gce:q=0.4;label_smoothing=0.1", "--lrs", "0.1", "--out", str(out)]
+        )
+
+
 @pytest.mark.parametrize(
     "path", sorted((ROOT / "benchmarks" / "evidence" / "noisy").glob("*.toml")), ids=lambda p: p.stem
 )
