@@ -516,11 +516,24 @@ def plot(raw: dict, res: dict, out: Path) -> list[str]:
         return []
     paths = []
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for name, s in res["searches"].items():
+    for i, (name, s) in enumerate(res["searches"].items()):  # one color per search in both panels
         g = [r["generation"] for r in s["generations"]]
-        ax1.plot(g, [100 * (1 - r["best_fitness"]) for r in s["generations"]], "o-", label=f"{name} best")
-        ax1.plot(g, [100 * (1 - r["median_fitness"]) for r in s["generations"]], "--", label=f"{name} median")
-        ax2.plot(g, [r["sigma"] for r in s["generations"]], "o-", label=name)
+        color = f"C{i % 10}"
+        ax1.plot(
+            g,
+            [100 * (1 - r["best_fitness"]) for r in s["generations"]],
+            "o-",
+            color=color,
+            label=f"{name} best",
+        )
+        ax1.plot(
+            g,
+            [100 * (1 - r["median_fitness"]) for r in s["generations"]],
+            "--",
+            color=color,
+            label=f"{name} median",
+        )
+        ax2.plot(g, [r["sigma"] for r in s["generations"]], "o-", color=color, label=name)
     ax1.set_xlabel("generation")
     ax1.set_ylabel("validation accuracy (%)")
     ax1.legend(fontsize=8)
@@ -542,7 +555,7 @@ def plot(raw: dict, res: dict, out: Path) -> list[str]:
             ax.plot(
                 ps,
                 [p * (1 - p) * v for p, v in zip(ps, d)],
-                color=f"C{i}",
+                color=f"C{i % 10}",
                 linestyle="-" if t in (None, 0.0) else ":",
                 label=f"{name}" + (f" t={t:g}" if kw else ""),
             )
@@ -554,12 +567,14 @@ def plot(raw: dict, res: dict, out: Path) -> list[str]:
     fig.savefig(out / "loss_shape.png", dpi=100)
     plt.close(fig)
     paths.append(str(out / "loss_shape.png"))
-    fig, ax = plt.subplots(figsize=(6, 4))
+    arms = list(res["arms"])
+    cmap = plt.get_cmap("tab10" if len(arms) <= 10 else "tab20")  # one color per arm
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(arms) + 1.5), 4))
     for i, a in enumerate(res["arms"].values()):
         vals = [100 * v for v in a["test_accuracies"] if v is not None]
-        ax.scatter([i] * len(vals), vals, alpha=0.6)
-    ax.set_xticks(range(len(res["arms"])))
-    ax.set_xticklabels(list(res["arms"]), rotation=20, fontsize=8)
+        ax.scatter([i] * len(vals), vals, alpha=0.6, color=cmap(i % cmap.N))
+    ax.set_xticks(range(len(arms)))
+    ax.set_xticklabels(arms, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("test accuracy (%)")
     fig.tight_layout()
     fig.savefig(out / "test_accuracy.png", dpi=100)
