@@ -76,6 +76,9 @@ class SearchConfig:
         start: ``"zeros"`` (the original), ``"cross-entropy"`` (the Taylor expansion of CE at (0.5, 0.5))
             or ``"loss:SPEC"``: the expansion of any trainer loss spec, e.g. ``"loss:gce:q=0.4"``, so
             that the search starts from the baseline it has to beat (``taylorglo.train.expansion``).
+        start_lr: with a searched learning rate, the learning rate the start loss is trained at,
+            e.g. the tuned learning rate of the baseline a ``loss:SPEC`` start expands; the
+            normalized space rescales it with the loss (``SearchSpace.to_coords``). 0 = ``task.lr``.
         generations: the generation limit (enforced).
         max_evaluations: the evaluation budget (trainings, penalized ones included); 0 = no budget.
             A generation is only started when all its candidates fit in the budget.
@@ -93,7 +96,7 @@ class SearchConfig:
             (candidate, seed).
         fitness: how a candidate's S fitness values are aggregated: ``"mean"`` or ``"worst"``.
         learning_rate: ``"fixed"`` (``task.lr`` for every candidate) or ``"searched"`` (one more
-            CMA-ES coordinate, ln(lr), within ``lr_bounds``; it starts at ``task.lr``).
+            CMA-ES coordinate, ln(lr), within ``lr_bounds``; it starts at ``start_lr`` or ``task.lr``).
         lr_bounds: ``[lo, hi]`` of a searched learning rate.
         final_top_k: when the search ends, the K best candidates (by aggregated fitness) and the
             CMA-ES mean are trained again on ``final_seeds`` seeds that no generation used
@@ -117,6 +120,7 @@ class SearchConfig:
     population_size: int = 8
     sigma: float = 1.2
     start: str = "zeros"
+    start_lr: float = 0.0
     generations: int = 10
     max_evaluations: int = 0
     seed: int = 0
@@ -232,6 +236,14 @@ class ExperimentConfig:
                 s.start,
                 '"zeros", "cross-entropy" or "loss:SPEC" (the expansion of a trainer loss, e.g. '
                 '"loss:gce:q=0.4")',
+            )
+        if not (math.isfinite(s.start_lr) and s.start_lr >= 0):
+            raise bad("search.start_lr", s.start_lr, "a positive learning rate, or 0 (task.lr)")
+        if s.start_lr and s.learning_rate != "searched":
+            raise bad(
+                "search.start_lr",
+                s.start_lr,
+                '0 with search.learning_rate = "fixed" (every candidate trains at task.lr)',
             )
         if s.generations < 1:
             raise bad("search.generations", s.generations, "at least 1")

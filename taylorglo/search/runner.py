@@ -282,7 +282,7 @@ def run_search(
         space = cfg.search_space()
         state = exp.read_state()
         if state is None:
-            start_lr = cfg.base_lr() if s.learning_rate == "searched" else None
+            start_lr = (s.start_lr or cfg.base_lr()) if s.learning_rate == "searched" else None
             strategy = CMAStrategy(space.start(s.start, start_lr), s.sigma, s.population_size, s.seed)
         else:
             strategy = CMAStrategy.loads(state)

@@ -233,24 +233,48 @@ class SearchSpace:
         return self.to_vector(coords), self.learning_rate(coords)
 
     def to_coords(self, vector: Sequence[float], lr: float | None = None) -> list[float]:
-        """Parameter vector (and learning rate) -> CMA-ES coordinates (a projection where needed)."""
+        """Parameter vector (and learning rate) -> CMA-ES coordinates (a projection where needed).
+
+        In the ``normalized`` space the point decodes to the vector rescaled by some c > 0 (to
+        cross-entropy's push norm, or onto the push constraint). Under SGD without weight decay
+        a loss scaled by c at learning rate lr / c trains exactly as the loss at lr, so a searched
+        learning rate is scaled by that c as well: ``decode(to_coords(v, lr))`` trains as (v, lr)
+        does (up to the lr bounds' clipping). The ``push`` space scales only a vector with a
+        positive push at the uniform prediction; another is projected onto the constraint.
+        """
         vector = [float(v) for v in vector]
+        factor = 1.0  # the decoded loss's scale relative to ``vector``'s
         if self.space == "original":
             coords = vector
         else:
-            canonical = canonical_coordinates(vector, self.order, self.variables, labels="hard")
-            coords = self._coords_from_canonical([float(c) for c in canonical])
+            canonical = [
+                float(c) for c in canonical_coordinates(vector, self.order, self.variables, labels="hard")
+            ]
+            if self.space == "normalized":
+                factor = self._normalizing_factor(canonical)
+                canonical = [c * factor for c in canonical]
+            coords = self._coords_from_canonical(canonical)
         if self.lr_bounds is not None:
             lo, hi = self.lr_bounds
-            lr = math.sqrt(lo * hi) if lr is None else min(max(float(lr), lo), hi)
+            lr = math.sqrt(lo * hi) if lr is None else min(max(float(lr) / factor, lo), hi)
             coords = coords + [math.log(lr)]
         return coords
+
+    def _normalizing_factor(self, canonical: Sequence[float]) -> float:
+        """c > 0 with ``c * canonical`` normalized (1.0 where no positive factor normalizes it)."""
+        if self.normalization == "push":
+            push = sum(w * x for w, x in zip(self._w, canonical))
+            return self.num_classes / push if push > 0 else 1.0
+        rms = self._push_rms(canonical)
+        return self._ce_rms / rms if rms > 0 else 1.0
 
     def start(self, kind: str, lr: float | None = None) -> list[float]:
         """The start point (and ln(lr), clipped to the bounds): ``zeros``, ``cross-entropy`` (its
         Taylor expansion at (0.5, 0.5)) or ``loss:SPEC``, the expansion of any trainer loss spec, e.g.
         ``loss:gce:q=0.4`` or ``loss:sce:alpha=0.1,beta=1.0``: a search that starts from the
-        baseline it has to beat."""
+        baseline it has to beat. ``lr`` is the learning rate the start loss is meant to train at
+        (e.g. the baseline's tuned one); a normalized space rescales it with the loss
+        (:meth:`to_coords`)."""
         if kind == "zeros":
             coords = [0.0] * self.poly_dimension
             if self.lr_bounds is not None:

@@ -27,6 +27,11 @@ from taylorglo.search.config import (
         ({"search": {"start": "loss:gce:q=2"}}, "search.start"),
         ({"search": {"start": "loss:preset:no-such-preset"}}, "search.start"),
         ({"search": {"start": 3}}, "search.start"),
+        ({"search": {"start_lr": -0.1, "learning_rate": "searched"}}, "search.start_lr"),
+        (
+            {"search": {"start_lr": 0.4}},
+            "search.start_lr = 0.4 is invalid: expected 0 with search.learning_rate",
+        ),
         ({"search": {"space": "weird"}}, "search.space"),
         ({"search": {"invariant_action": "ignore"}}, "search.invariant_action"),
         ({"search": {"max_missing": 8, "population_size": 8}}, "search.max_missing"),

@@ -167,6 +167,31 @@ def test_a_search_can_start_from_a_baseline_losss_expansion(tmp_path, spec):
     torch.testing.assert_close(grads[0], scale * grads[1], rtol=1e-9, atol=1e-12)
 
 
+def test_a_searched_learning_rate_starts_at_start_lr_rescaled_with_the_start_loss(tmp_path):
+    search = {
+        "start": "loss:gce:q=0.4",
+        "generations": 1,
+        "space": "normalized",
+        "learning_rate": "searched",
+        "lr_bounds": [0.01, 10.0],
+    }
+    means = {}
+    for name, extra in [("task-lr", {}), ("start-lr", {"start_lr": 0.4})]:
+        cfg = synthetic_config(search={**search, **extra})
+        run_search(tmp_path / name, cfg, log=None)
+        st = CMAStrategy.loads(
+            ExperimentDir(tmp_path / name).generation_dir(0).joinpath("strategy.pkl").read_bytes()
+        )
+        space = ExperimentConfig.from_dict(cfg, validate_task=False).search_space()
+        lr = extra.get("start_lr", ExperimentConfig.from_dict(cfg, validate_task=False).base_lr())
+        assert list(st.mean) == pytest.approx(space.start(search["start"], lr), abs=1e-12)
+        means[name] = st.mean
+    # the same loss, the learning rate coordinate moved by ln(0.4 / task.lr)
+    base_lr = ExperimentConfig.from_dict(synthetic_config(search=search), validate_task=False).base_lr()
+    assert list(means["start-lr"][:-1]) == pytest.approx(list(means["task-lr"][:-1]))
+    assert means["start-lr"][-1] - means["task-lr"][-1] == pytest.approx(math.log(0.4 / base_lr))
+
+
 def test_a_different_experiment_in_the_same_directory_is_refused(tmp_path):
 
     run_search(tmp_path / "e", synthetic_config(search={"generations": 1}), log=None)

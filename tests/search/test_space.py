@@ -68,3 +68,32 @@ def test_searched_learning_rate_is_a_bounded_log_coordinate():
     assert space.bound_excess([0, 0, 0, math.log(0.1)]) == 0.0
     assert space.bound_excess([0, 0, 0, math.log(3.2)]) == pytest.approx(math.log(2))
     assert space.bound_excess([0, 0, 0, math.log(0.025)]) == pytest.approx(math.log(2))
+
+
+@pytest.mark.parametrize("normalization", ["norm", "push"])
+@pytest.mark.parametrize("variables", [("x", "y"), ("x", "y", "t")])
+def test_a_start_trains_as_the_loss_at_its_learning_rate(normalization, variables):
+    """decode(to_coords(v, lr)) is v rescaled by c > 0 at lr / c: under SGD the same steps lr * grad."""
+    torch = pytest.importorskip("torch")
+    from taylorglo import TaylorLoss
+    from taylorglo.train.expansion import expand_loss
+
+    space = SearchSpace(
+        3, variables, "normalized", num_classes=10, normalization=normalization, lr_bounds=(0.01, 10.0)
+    )
+    logits = torch.randn(32, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    target = torch.arange(32) % 10
+
+    def step(vector, lr):
+        z = logits.clone().requires_grad_()
+        loss = TaylorLoss(list(vector), order=3, variables=variables)(z, target)
+        return lr * torch.autograd.grad(loss, z)[0]
+
+    for spec, lr in [("gce:q=0.4", 0.4), ("sce:alpha=0.1,beta=1.0", 0.2), ("cross-entropy", 0.8)]:
+        vector = expand_loss(spec, 3, variables, num_classes=10).vector
+        decoded, decoded_lr = space.decode(space.to_coords(vector, lr))
+        assert decoded_lr != pytest.approx(lr)  # the expansion is not normalized already
+        torch.testing.assert_close(step(decoded, decoded_lr), step(vector, lr), rtol=1e-9, atol=1e-12)
+    # the bounds still clip: a start far outside lands on them
+    coords = space.to_coords(expand_loss("gce:q=0.4", 3, variables, num_classes=10).vector, 1e6)
+    assert space.learning_rate(coords) == pytest.approx(10.0)
