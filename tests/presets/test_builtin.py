@@ -29,6 +29,7 @@ FOUND = [
     "mnist1d-noisy-symmetric-40",
     "mnist1d-noisy-symmetric-40-clean-validation",
     "mnist1d-noisy-symmetric-60",
+    "mnist1d-noisy-symmetric-40-early-stopping",
     "mnist5k-smallcnn",
 ]  # found by this project's own searches (benchmarks/evidence)
 TAYLOR_CE = [f"taylor-ce-{k}" for k in range(2, 7)]  # Taylor cross-entropy, test_taylor_ce_presets.py
@@ -153,6 +154,7 @@ def test_taylorloss_from_preset_builds_the_builtin(fresh_registry):
         ("mnist1d-noisy-symmetric-40", 0.2),
         ("mnist1d-noisy-symmetric-40-clean-validation", 0.2),
         ("mnist1d-noisy-symmetric-60", 0.05),
+        ("mnist1d-noisy-symmetric-40-early-stopping", 0.2),
     ],
 )
 def test_the_mnist1d_presets_carry_their_learning_rate_and_their_win_over_the_tuned_baseline(
@@ -175,6 +177,12 @@ def test_the_mnist1d_presets_carry_their_learning_rate_and_their_win_over_the_tu
     [
         ("mnist1d-noisy-symmetric-40", "mnist1d-symmetric-40", "found-xyt", "gce"),
         ("mnist1d-noisy-symmetric-60", "mnist1d-symmetric-60", "found-xyt-ce", "gce"),
+        (
+            "mnist1d-noisy-symmetric-40-early-stopping",
+            "mnist1d-symmetric-40-early-stopping",
+            "found-xyt-best-baseline-long",
+            "sce",
+        ),
         (
             "mnist1d-noisy-symmetric-40-clean-validation",
             "mnist1d-symmetric-40-clean-validation",
