@@ -143,16 +143,14 @@ def test_protocol_v2_baseline_families_under_label_noise(tmp_path):
         in (out / "results.md").read_text()
     )
     assert res["restore_best"] is True
-    # the xy search started from the expansion of the best tuned baseline's member, at its tuned lr
+    # the xy search started from the expansion of the best tuned baseline's member, at task.lr
     start = "loss:" + res["arms"][res["best_baseline"]]["spec"]["loss"]
-    start_lr = res["arms"][res["best_baseline"]]["spec"]["lr"]
     assert res["searches"]["xy"]["config"]["start"] == start
-    assert res["searches"]["xy"]["config"]["start_lr"] == start_lr
     stored = json.loads((out / "search-xy" / "config.json").read_text())["search"]
-    assert (stored["start"], stored["start_lr"]) == (start, start_lr)
+    assert (stored["start"], stored["start_lr"]) == (start, 0.0)
     assert (
-        f"Variant xy started from the best tuned baseline's expansion, `{start}`, at its tuned "
-        f"learning rate {start_lr:g}." in (out / "results.md").read_text()
+        f"Variant xy started from the best tuned baseline's expansion, `{start}`."
+        in (out / "results.md").read_text()
     )
     finals = [
         json.loads(line) for p in (out / "final").rglob("*.jsonl") for line in p.read_text().splitlines()
