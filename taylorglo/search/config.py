@@ -76,9 +76,10 @@ class SearchConfig:
         start: ``"zeros"`` (the original), ``"cross-entropy"`` (the Taylor expansion of CE at (0.5, 0.5))
             or ``"loss:SPEC"``: the expansion of any trainer loss spec, e.g. ``"loss:gce:q=0.4"``, so
             that the search starts from the baseline it has to beat (``taylorglo.train.expansion``).
-        start_lr: with a searched learning rate, the learning rate the start loss is trained at,
-            e.g. the tuned learning rate of the baseline a ``loss:SPEC`` start expands; the
-            normalized space rescales it with the loss (``SearchSpace.to_coords``). 0 = ``task.lr``.
+        start_lr: with a searched learning rate, the learning rate the start loss is trained at;
+            the normalized space rescales it with the loss (``SearchSpace.to_coords``). 0 =
+            ``task.lr``. A ``loss:SPEC`` start is the loss's expansion, not the loss: its best rate
+            can differ from the loss's tuned one (GCE's order-3 expansion was unstable at GCE's).
         generations: the generation limit (enforced).
         max_evaluations: the evaluation budget (trainings, penalized ones included); 0 = no budget.
             A generation is only started when all its candidates fit in the budget.

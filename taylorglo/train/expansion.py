@@ -106,11 +106,8 @@ def _carry_over(poly: TaylorPolynomial, order: int, variables: tuple[str, ...]) 
             "the loss depends on the training progress t; the search's variables "
             f"{list(variables)} do not include t"
         )
-    pad = len(variables) - len(poly.variables)
-    known = {e + (0,) * pad: c for e, c in zip(poly.exponents, poly.coefficients)}
-    coefs = [known.get(tuple(e), 0.0) for e in monomial_exponents(order, variables)]
-    centers = list(poly.centers) + [0.0] * pad
-    return TaylorPolynomial(coefs + centers, order, variables)
+    centers = (list(poly.centers) + [0.0])[: len(variables)]  # t, where added, at 0
+    return recenter(poly, centers, order, variables)  # at its own centers: exact
 
 
 def _recenter(poly: TaylorPolynomial, order: int, variables: tuple[str, ...], center) -> TaylorPolynomial:
